@@ -1,0 +1,71 @@
+# Edge TPU fleet toolkit. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+MODEL ?=
+ARGS ?=
+# Debian packages the tests need; installed with apt-get when missing and run as root.
+SYSTEM_PACKAGES := mosquitto docker-registry
+
+.DEFAULT_GOAL := help
+.PHONY: help venv venv-dev system-deps demo test test-fast lint bench compile models clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.base: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev,compiler,registry]'
+	@touch $(VENV)/.base $@
+
+venv: $(VENV)/.base ## create the virtualenv with the agent only (no TensorFlow)
+
+venv-dev: $(VENV)/.dev ## the virtualenv with the compiler, registry and test extras
+
+system-deps: ## install Mosquitto and the CNCF registry with apt-get when missing (needs root)
+	@missing=""; \
+	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
+	test -x /usr/bin/docker-registry || missing="$$missing docker-registry"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; \
+	  fi; \
+	fi
+
+demo: $(VENV)/.base ## classify the bundled sample images with the bundled model (and publish to MQTT)
+	$(PY) scripts/demo.py $(ARGS)
+
+test: system-deps $(VENV)/.dev ## install everything and run the whole test suite
+	$(PY) -m pytest $(ARGS)
+
+test-fast: $(VENV)/.dev ## the test suite without the slow TensorFlow and fleet tests
+	$(PY) -m pytest -m 'not slow and not edgetpu' $(ARGS)
+
+lint: $(VENV)/.dev ## ruff and mypy
+	$(PY) -m ruff check .
+	$(PY) -m mypy edge_agent registry compiler
+
+bench: $(VENV)/.dev ## benchmarks: print ratios measured side by side in one run
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+compile: $(VENV)/.dev ## quantize/check/compile a model: make compile MODEL=path/to/model.tflite
+	@test -n "$(MODEL)" || { echo "usage: make compile MODEL=path/to/model.tflite [ARGS='...']"; exit 2; }
+	$(VENV)/bin/edge-compile $(MODEL) $(ARGS)
+
+models: $(VENV)/.base ## download Google's MobileNet v2 Edge TPU model and labels (needs internet; never used by tests)
+	$(PY) scripts/download_models.py
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache

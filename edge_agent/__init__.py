@@ -1,0 +1,7 @@
+"""Device side of the Edge TPU fleet toolkit: run a classifier and publish its results.
+
+Importing this package is cheap: it imports neither TensorFlow, docker nor oras, and
+it starts nothing. The heavy parts (interpreter, OpenCV) load when first used.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,82 @@
+"""The result of classifying one frame, and its JSON payload (schema version 1).
+
+The payload is the contract with subscribers (MQTT, ``--output jsonl``); its JSON
+Schema is ``edge_agent/schemas/classification.schema.json``. Add fields, never
+rename or remove them without bumping :data:`SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+SCHEMA = "edgetpu.classification/1"
+
+
+@dataclass(frozen=True)
+class Class:
+    """One scored class: ``id`` indexes the model's output, ``score`` is in [0, 1]."""
+
+    id: int
+    score: float
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a result names about the model that produced it."""
+
+    name: str
+    version: str
+    digest: str  # "sha256:<hex>" of the model file that ran
+
+
+@dataclass
+class Classification:
+    """One classified frame.
+
+    Latencies are in milliseconds; ``captured_at`` is the wall-clock time (UTC)
+    the frame was read.
+    """
+
+    device: str
+    model: ModelInfo
+    backend: str  # "edgetpu" or "cpu"
+    source: str
+    frame: int
+    captured_at: float  # seconds since the epoch
+    preprocess_ms: float
+    inference_ms: float
+    total_ms: float
+    top_k: List[Class]
+    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    extra: Optional[Dict[str, Any]] = None
+
+    @property
+    def top1(self) -> Optional[Class]:
+        return self.top_k[0] if self.top_k else None
+
+    def to_payload(self) -> Dict[str, Any]:
+        """The JSON-ready dict published on ``<prefix>/<device>/classification``."""
+        captured = datetime.fromtimestamp(self.captured_at, tz=timezone.utc)
+        payload: Dict[str, Any] = {
+            "schema": SCHEMA,
+            "id": self.message_id,
+            "device": self.device,
+            "model": {"name": self.model.name, "version": self.model.version, "digest": self.model.digest},
+            "backend": self.backend,
+            "source": self.source,
+            "frame": self.frame,
+            "captured_at": captured.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "latency_ms": {
+                "preprocess": round(self.preprocess_ms, 3),
+                "inference": round(self.inference_ms, 3),
+                "total": round(self.total_ms, 3),
+            },
+            "top_k": [{"id": c.id, "label": c.label, "score": round(float(c.score), 6)} for c in self.top_k],
+        }
+        if self.extra:
+            payload["extra"] = self.extra
+        return payload

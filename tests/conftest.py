@@ -1,0 +1,48 @@
+"""Shared fixtures: real brokers on free loopback ports, a clean environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers.mosquitto import Mosquitto  # noqa: E402
+
+DEMO_MODEL = ROOT / "models" / "digits_int8.tflite"
+DEMO_LABELS = ROOT / "labels" / "digits.txt"
+DEMO_IMAGES = ROOT / "images"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's EDGE_AGENT_* / EDGE_REGISTRY / MQTT settings."""
+    for key in list(os.environ):
+        if key.startswith(("EDGE_AGENT_", "EDGE_REGISTRY", "EDGE_COMPILE_")):
+            monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A fresh Mosquitto broker on a free loopback port, stopped after the test."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    return DEMO_MODEL
+
+
+@pytest.fixture(scope="session")
+def demo_labels() -> Path:
+    return DEMO_LABELS

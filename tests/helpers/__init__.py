@@ -1,0 +1,1 @@
+"""Real services and small utilities shared by the tests and the benchmarks."""
