@@ -7,6 +7,7 @@ it back on the same port so clients can reconnect.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -78,6 +79,10 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
         ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root, mosquitto would switch to the `mosquitto` user, which cannot write the
+            # log and persistence files into a test's private temporary directory.
+            lines.append("user root")
         lines += self.extra_config
         if not any(line.startswith("password_file") for line in self.extra_config):
             lines.append("allow_anonymous true")

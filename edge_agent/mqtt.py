@@ -1,0 +1,441 @@
+"""Publishing to an MQTT broker: every result delivered, through outages and crashes.
+
+Results go through the :class:`~edge_agent.outbox.Outbox` first (:meth:`MqttPublisher.enqueue`,
+a local SQLite commit that never waits for the network), and a publisher thread sends them
+from there, deleting each row when the broker acknowledges it. A separate network thread
+owns the connection: it reconnects with exponential backoff (capped, with jitter) and logs
+one line per state change. Topics, per device, under a prefix (default ``edgetpu``)::
+
+    <prefix>/<device>/classification   one JSON result per frame (schema edgetpu.classification/1)
+    <prefix>/<device>/status           retained "online" (birth) / "offline" (last will, clean stop)
+    <prefix>/<device>/model            retained JSON naming the active model
+    <prefix>/<device>/stats            periodic JSON (see edge_agent.stats)
+
+Errors: a bad URL raises ConfigError; a refused login or a TLS failure at start-up raises
+PublishError; a broker that is merely unreachable is not an error (results queue up).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from .config import MqttConfig
+from .errors import ConfigError, PublishError
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: handler for an incoming control message: (topic, payload bytes) -> None
+MessageHandler = Callable[[str, bytes], None]
+_AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is: parsed from ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://``."""
+
+    host: str
+    port: int
+    tls: bool
+    username: Optional[str] = None
+    password: Optional[str] = None
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Parse a broker URL; the port defaults to 1883 (``mqtt``) or 8883 (``mqtts``).
+
+    Raises ConfigError naming what is wrong, e.g. ``unsupported scheme 'http'``.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ConfigError(f"mqtt.url {url!r}: unsupported scheme {parts.scheme!r} (use mqtt://host:1883 "
+                          f"or mqtts://host:8883)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"mqtt.url {url!r}: the port is not a number in 1..65535") from None
+    if not parts.hostname:
+        raise ConfigError(f"mqtt.url {url!r}: no host (example: mqtt://192.168.1.10:1883)")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"mqtt.url {url!r}: unexpected path or query; give only scheme, host and port")
+    tls = scheme in ("mqtts", "ssl")
+    return BrokerAddress(
+        host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names of one device."""
+
+    prefix: str
+    device: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.device}"
+
+    @property
+    def classification(self) -> str:
+        return f"{self.base}/classification"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def model(self) -> str:
+        return f"{self.base}/model"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+
+class Backoff:
+    """Exponential reconnect delays: ``initial * 2**n`` capped at ``cap``, each drawn
+    uniformly from [delay/2, delay] so a fleet does not reconnect in lockstep."""
+
+    def __init__(self, initial: float = 0.5, cap: float = 30.0, rng: Optional[random.Random] = None) -> None:
+        self.initial, self.cap = initial, cap
+        self._attempt = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def next(self) -> float:
+        """The delay in seconds before the next attempt."""
+        delay = min(self.cap, self.initial * (2 ** min(self._attempt, 30)))
+        self._attempt += 1
+        return self._rng.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failure ({exc.reason or exc})"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class MqttPublisher:
+    """One connection to the broker for one device, fed from a durable outbox.
+
+    Build it, :meth:`start` it, :meth:`enqueue` messages from any thread (the frame loop's
+    sink does this), :meth:`stop` it. Thread safety: every public method may be called
+    from any thread. Handlers given to :meth:`subscribe` and connect hooks run on the
+    network thread and must return quickly.
+
+    Args:
+        config: the ``[mqtt]`` section (URL, credentials, TLS files, protocol, QoS).
+        device_id: the device's topic level.
+        outbox: where results wait for acknowledgement.
+        window: how many messages may await acknowledgement at once.
+        backoff: reconnect delays (default 0.5 s doubling up to 30 s).
+    """
+
+    def __init__(self, config: MqttConfig, device_id: str, outbox: Outbox, *, window: int = 100,
+                 backoff: Optional[Backoff] = None) -> None:
+        if config.url is None:
+            raise ConfigError("mqtt.url is not set (example: mqtt://localhost:1883)")
+        self.config = config
+        self.address = parse_broker_url(config.url)
+        self.topics = Topics(config.topic_prefix, device_id)
+        self.outbox = outbox
+        self._window = window
+        self._backoff = backoff or Backoff()
+        self._model_payload: Optional[bytes] = None
+        self._subscriptions: Dict[str, Tuple[MessageHandler, int, int]] = {}
+        self._connect_hooks: List[Callable[[MqttPublisher], None]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._acked: Deque[Tuple[int, bool]] = collections.deque()  # (mid, refused) from the network thread
+        self._connected = threading.Event()
+        self._connack: Optional[Any] = None
+        self._state = "new"
+        self._closing = False
+        self._stop_publishing = threading.Event()
+        self._stop_network = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self.refused = 0  # messages the broker refused with an MQTT 5 reason code
+        self._client = self._make_client(device_id)
+
+    # ---- set-up -----------------------------------------------------------------------------------
+    def _make_client(self, device_id: str) -> paho.Client:
+        cfg, addr = self.config, self.address
+        v5 = cfg.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-agent-{device_id}",
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311, **({} if v5 else {"clean_session": True}),
+        )
+        user = cfg.username if cfg.username is not None else addr.username
+        password = cfg.password if cfg.password is not None else addr.password
+        if user is not None:
+            client.username_pw_set(user, password)
+        if addr.tls:
+            try:
+                client.tls_set(
+                    ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                    keyfile=str(cfg.key_file) if cfg.key_file else None,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"mqtt TLS files cannot be loaded: {_describe(exc)}") from exc
+        elif cfg.ca_file or cfg.cert_file:
+            raise ConfigError(f"mqtt.ca_file/cert_file are set but {cfg.url!r} is not mqtts://")
+        client.will_set(self.topics.status, b"offline", qos=1, retain=True)
+        client.max_inflight_messages_set(self._window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def set_model(self, info: Dict[str, Any]) -> None:
+        """Announce the active model (retained on ``<prefix>/<device>/model``), now and on every connect."""
+        self._model_payload = json.dumps(info, separators=(",", ":"), sort_keys=True).encode()
+        self.publish_direct(self.topics.model, self._model_payload, qos=1, retain=True)
+
+    def add_connect_hook(self, hook: Callable[[MqttPublisher], None]) -> None:
+        """Call ``hook(publisher)`` after every successful (re)connection, on the network thread."""
+        self._connect_hooks.append(hook)
+
+    def subscribe(self, topic: str, handler: MessageHandler, *, max_bytes: Optional[int] = None,
+                  qos: int = 1) -> None:
+        """Deliver messages on ``topic`` (wildcards allowed) to ``handler(topic, payload)``.
+
+        Messages larger than ``max_bytes`` (default ``mqtt.max_payload_bytes``) are dropped with
+        a warning; an exception raised by the handler is logged, never propagated. The
+        subscription is renewed after every reconnection.
+        """
+        limit = max_bytes if max_bytes is not None else self.config.max_payload_bytes
+        with self._lock:
+            self._subscriptions[topic] = (handler, limit, qos)
+        if self._connected.is_set():
+            self._client.subscribe(topic, qos)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self, connect_timeout: float = 10.0) -> None:
+        """Connect once (synchronously) and start the network and publisher threads.
+
+        Raises:
+            PublishError: the broker refused the login or the TLS handshake failed.
+        An unreachable broker is logged and retried in the background; results queue meanwhile.
+        """
+        addr = self.address
+        try:
+            self._client.connect(addr.host, addr.port, self.config.keepalive)
+            deadline = time.monotonic() + connect_timeout
+            while self._connack is None and time.monotonic() < deadline:
+                if self._client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+            up = self._connected.is_set()
+        except ssl.SSLError as exc:
+            raise PublishError(f"TLS connection to {addr.host}:{addr.port} failed: {_describe(exc)}; "
+                               f"check --mqtt-ca and the broker's certificate") from exc
+        except OSError as exc:
+            up = False
+            self._set_state("disconnected", f"broker {addr.host}:{addr.port} unreachable ({_describe(exc)}); "
+                                            f"results are queued in the outbox")
+        code = self._connack
+        if code is not None and getattr(code, "is_failure", False):
+            if getattr(code, "value", None) in _AUTH_CODES:
+                raise PublishError(f"broker {addr.host}:{addr.port} refused the login: {code}; "
+                                   f"check --mqtt-user and the password")
+            raise PublishError(f"broker {addr.host}:{addr.port} refused the connection: {code}")
+        need_connect = not up
+        if not up and code is None:
+            self._set_state("disconnected", f"broker {addr.host}:{addr.port} did not answer; retrying")
+        for name, target in (("mqtt-network", lambda: self._run_network(need_connect)),
+                             ("mqtt-publisher", self._run_publisher)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, flush_timeout: float = 5.0) -> None:
+        """Flush what can be sent within ``flush_timeout`` s, publish ``offline``, disconnect.
+
+        Messages still unacknowledged stay in the outbox for the next run. Idempotent.
+        """
+        if self._closing or not self._threads:
+            return
+        deadline = time.monotonic() + flush_timeout
+        while self._connected.is_set() and len(self.outbox) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop_publishing.set()
+        self._wake.set()
+        self._threads[1].join()
+        if self._connected.is_set():
+            info = self._client.publish(self.topics.status, b"offline", qos=1, retain=True)
+            info.wait_for_publish(max(0.5, deadline - time.monotonic()))
+            if not info.is_published():
+                log.warning("could not publish 'offline' before stopping; the broker will send the last will")
+        self._closing = True
+        self._client.disconnect()
+        self._threads[0].join(timeout=5)
+        self._stop_network.set()
+        self._threads[0].join()
+        self._set_state("stopped", "publisher stopped; %d messages left in the outbox" % len(self.outbox))
+
+    @property
+    def connected(self) -> bool:
+        """True while a CONNACK-accepted session is up."""
+        return self._connected.is_set()
+
+    # ---- publishing ---------------------------------------------------------------------------
+    def enqueue(self, topic: str, payload: bytes, qos: Optional[int] = None) -> int:
+        """Store a message in the outbox (durable once this returns) and wake the publisher.
+
+        Never waits for the network. Returns the outbox sequence number; raises
+        ``sqlite3.Error`` only when the disk refuses the write.
+        """
+        seq = self.outbox.put(topic, payload, self.config.qos if qos is None else qos)
+        self._wake.set()
+        return seq
+
+    def publish_direct(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Publish now, bypassing the outbox (status, stats, discovery); False when not connected."""
+        if not self._connected.is_set():
+            return False
+        return self._client.publish(topic, payload, qos=qos, retain=retain).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _run_publisher(self) -> None:
+        inflight: Dict[int, int] = {}  # paho mid -> outbox seq; touched by this thread only
+        last_seq = 0
+        while True:
+            done: List[int] = []
+            while self._acked:
+                mid, refused = self._acked.popleft()
+                seq = inflight.pop(mid, None)
+                if seq is not None:
+                    done.append(seq)
+                    if refused:
+                        self.refused += 1
+            if self._stop_publishing.is_set():
+                self.outbox.delete(done)
+                return
+            room = self._window - len(inflight)
+            rows = self.outbox.peek(last_seq, room) if room > 0 and self._connected.is_set() else []
+            for msg in rows:
+                info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                if msg.qos == 0:
+                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break  # not connected after all: retry the row later
+                    done.append(msg.seq)  # at most once: handed to the network
+                elif info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                    inflight[info.mid] = msg.seq  # paho resends it after a reconnect
+                else:
+                    break
+                last_seq = msg.seq
+            self.outbox.delete(done)
+            if not rows:
+                self._wake.wait(0.5)
+                self._wake.clear()
+
+    # ---- network thread and paho callbacks --------------------------------------------------
+    def _run_network(self, need_connect: bool) -> None:
+        addr = self.address
+        while not self._stop_network.is_set():
+            if need_connect:
+                if self._closing:
+                    return
+                self._connack = None
+                try:
+                    self._client.connect(addr.host, addr.port, self.config.keepalive)
+                    need_connect = False
+                except OSError as exc:  # includes ssl.SSLError and name resolution
+                    self._set_state("disconnected", f"cannot reach broker {addr.host}:{addr.port}: "
+                                                    f"{_describe(exc)}; retrying with backoff")
+                    self._stop_network.wait(self._backoff.next())
+                    continue
+            rc = self._client.loop(timeout=0.2)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                if self._closing:
+                    return
+                need_connect = True
+                self._stop_network.wait(self._backoff.next())
+
+    def _set_state(self, state: str, message: str) -> None:
+        with self._lock:
+            if state == self._state:
+                log.debug("%s", message)
+                return
+            self._state = state
+        (log.warning if state == "disconnected" else log.info)("%s", message)
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        self._connack = reason_code
+        addr = self.address
+        if reason_code.is_failure:
+            self._set_state("disconnected", f"broker {addr.host}:{addr.port} refused the connection: "
+                                            f"{reason_code}; retrying with backoff")
+            return
+        self._backoff.reset()
+        client.publish(self.topics.status, b"online", qos=1, retain=True)
+        if self._model_payload is not None:
+            client.publish(self.topics.model, self._model_payload, qos=1, retain=True)
+        with self._lock:
+            subs = list(self._subscriptions.items())
+        for topic, (_handler, _limit, qos) in subs:
+            client.subscribe(topic, qos)
+        self._connected.set()
+        for hook in list(self._connect_hooks):
+            try:
+                hook(self)
+            except Exception:  # a hook must never take the connection down
+                log.exception("connect hook %r failed", hook)
+        self._set_state("connected", f"connected to broker {addr.host}:{addr.port} as {self.topics.base}")
+        self._wake.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        self._connected.clear()
+        if not self._closing:
+            self._set_state("disconnected", f"lost the broker {self.address.host}:{self.address.port} "
+                                            f"({reason_code}); results are queued, reconnecting")
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
+                    properties: Any) -> None:
+        refused = bool(getattr(reason_code, "is_failure", False))
+        if refused:
+            log.warning("broker refused message %s: %s", mid, reason_code)
+        self._acked.append((mid, refused))
+        self._wake.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        topic = message.topic
+        with self._lock:
+            handlers = [(h, limit) for pattern, (h, limit, _q) in self._subscriptions.items()
+                        if paho.topic_matches_sub(pattern, topic)]
+        for handler, limit in handlers:
+            if len(message.payload) > limit:
+                log.warning("dropped a %s-byte message on %s: larger than the %s-byte limit",
+                            len(message.payload), topic, limit)
+                continue
+            try:
+                handler(topic, bytes(message.payload))
+            except Exception:  # malformed input must never stop the agent
+                log.exception("handler for %s failed on a message; message ignored", topic)
