@@ -1,0 +1,142 @@
+"""Build a signed release from a compiler output folder and push it to a store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from registry.errors import AlreadyExists, ManifestError, RegistryError
+from registry.manifest import FileEntry, Manifest, check_name, check_version, format_time
+from registry.signing import sign_manifest
+from registry.store.base import Store
+
+log = logging.getLogger(__name__)
+
+#: File names inside a release, by role.
+FILE_NAMES = {"edgetpu_model": "model_edgetpu.tflite", "cpu_model": "model.tflite",
+              "labels": "labels.txt", "golden": "golden.bin"}
+
+
+@dataclass
+class ReleaseFiles:
+    """The source files of a release, by role, plus the compile report if one was found."""
+
+    files: Dict[str, Path]
+    report: Dict[str, Any]
+
+
+def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels: Optional[Path] = None,
+                       edgetpu_model: Optional[Path] = None, golden: Optional[Path] = None) -> ReleaseFiles:
+    """Pick the release's files out of a compiler output folder; explicit paths win.
+
+    ``*_edgetpu.tflite`` is the compiled model, the other ``.tflite`` the CPU fallback,
+    ``labels.txt`` (or the only ``.txt``) the labels, ``golden.bin`` the golden input and
+    ``*report*.json`` the compile report. Raises :class:`ManifestError` when a required
+    file is missing or ambiguous.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ManifestError(f"model folder not found: {model_dir}")
+    tflites = sorted(model_dir.glob("*.tflite"))
+    compiled = [p for p in tflites if p.name.endswith("_edgetpu.tflite")]
+    plain = [p for p in tflites if p not in compiled]
+    files: Dict[str, Path] = {}
+    if edgetpu_model or len(compiled) == 1:
+        files["edgetpu_model"] = Path(edgetpu_model or compiled[0])
+    elif len(compiled) > 1:
+        raise ManifestError(f"{model_dir} has several *_edgetpu.tflite models: pass --edgetpu-model")
+    if cpu_model or len(plain) == 1:
+        files["cpu_model"] = Path(cpu_model or plain[0])
+    else:
+        raise ManifestError(f"{model_dir} needs exactly one CPU (non _edgetpu) .tflite model, found "
+                            f"{len(plain)}: pass --cpu-model")
+    texts = [p for p in sorted(model_dir.glob("*.txt"))]
+    if labels:
+        files["labels"] = Path(labels)
+    elif (model_dir / "labels.txt").is_file():
+        files["labels"] = model_dir / "labels.txt"
+    elif len(texts) == 1:
+        files["labels"] = texts[0]
+    else:
+        raise ManifestError(f"no labels file in {model_dir}: add labels.txt or pass --labels")
+    if golden or (model_dir / "golden.bin").is_file():
+        files["golden"] = Path(golden or model_dir / "golden.bin")
+    for role, path in files.items():
+        if not path.is_file():
+            raise ManifestError(f"{role.replace('_', ' ')} not found: {path}")
+    report: Dict[str, Any] = {}
+    reports = sorted(model_dir.glob("*report*.json"))
+    if reports:
+        try:
+            loaded = json.loads(reports[0].read_text("utf-8"))
+            report = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"cannot read the compile report {reports[0]}: {exc}") from exc
+    return ReleaseFiles(files, report)
+
+
+def file_entry(role: str, path: Path) -> FileEntry:
+    """Size and sha256 of ``path``, under its release file name."""
+    digest = hashlib.sha256()
+    size = 0
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return FileEntry(path=FILE_NAMES[role], size=size, sha256=digest.hexdigest())
+
+
+def read_input_shape(model: Path) -> List[int]:
+    """Input shape of a ``.tflite`` model, read with LiteRT (imported lazily)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        details = Interpreter(model_path=str(model)).get_input_details()[0]
+    except (ImportError, ValueError, RuntimeError) as exc:
+        raise ManifestError(f"cannot read the input shape of {model}: {exc}; pass --input-shape") from exc
+    return [int(d) for d in details["shape"]]
+
+
+def build_manifest(name: str, version: str, source: ReleaseFiles, *, input_shape: Optional[List[int]] = None,
+                   mean: float = 0.0, std: float = 1.0, min_runtime: Optional[int] = None,
+                   expires_days: float = 365.0, golden_top1: Optional[int] = None,
+                   now: Optional[datetime] = None) -> Manifest:
+    """The manifest of a release made of ``source``; lineage comes from the compile report."""
+    report = source.report
+    created = now or datetime.now(timezone.utc)
+    shape = input_shape or read_input_shape(source.files["cpu_model"])
+    runtime = min_runtime if min_runtime is not None else int(report.get("min_runtime_version", 0) or 0)
+    return Manifest(
+        name=check_name(name), version=check_version(version),
+        files={role: file_entry(role, path) for role, path in source.files.items()},
+        input={"shape": shape, "dtype": str(report.get("input_dtype", "uint8")), "mean": mean, "std": std},
+        created_at=format_time(created), expires_at=format_time(created + timedelta(days=expires_days)),
+        min_runtime=runtime, compiler_version=str(report.get("compiler_version", "")),
+        source_sha256=str(report.get("source_sha256", "")), compile_report=report, golden_top1=golden_top1,
+    )
+
+
+def push_release(store: Store, manifest: Manifest, source: ReleaseFiles, key: Ed25519PrivateKey) -> bytes:
+    """Sign ``manifest`` and push it with its files; return the envelope bytes.
+
+    Raises :class:`AlreadyExists` when the version is already in the store.
+    """
+    try:
+        existing = store.versions(manifest.name)
+    except RegistryError:
+        existing = []
+    if manifest.version in existing:
+        raise AlreadyExists(f"{manifest.ref} already exists in the store: versions are immutable, push a "
+                            "higher version")
+    envelope = sign_manifest(manifest, key)
+    store.push(envelope, {FILE_NAMES[role]: path for role, path in source.files.items()},
+               manifest.name, manifest.version)
+    log.info("pushed %s (%d bytes) to %s", manifest.ref, manifest.total_size, store.url)
+    return envelope
