@@ -1,0 +1,85 @@
+"""Start the CNCF distribution registry (Debian's ``docker-registry``) on a free loopback port.
+
+Storage is a temporary directory, deletes are enabled (for channel tags), and the
+process is stopped by PID. Used by the OCI store tests and ``bench/rollout.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+import time
+from pathlib import Path
+from typing import Optional
+
+from helpers.mosquitto import free_port, wait_for_port
+
+BINARY = Path("/usr/bin/docker-registry")
+
+
+class RegistryServer:
+    """A distribution registry owned by the caller: ``start()``, ``stop()``, ``url``."""
+
+    def __init__(self, workdir: Path, port: Optional[int] = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.log_path = self.workdir / "registry.log"
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self.port}"
+
+    def store_url(self, repo: str = "models") -> str:
+        """The ``oci://`` store URL for repository prefix ``repo``."""
+        return f"oci://{self.host}/{repo}"
+
+    def start(self) -> "RegistryServer":
+        if not BINARY.exists():
+            raise RuntimeError("docker-registry is not installed: run `make test` as root or "
+                               "`apt-get install docker-registry`")
+        storage = self.workdir / "storage"
+        storage.mkdir(exist_ok=True)
+        conf = self.workdir / "config.yml"
+        conf.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+        )
+        with self.log_path.open("wb") as logf:
+            self.proc = subprocess.Popen([str(BINARY), "serve", str(conf)], stdout=logf, stderr=logf)
+        try:
+            wait_for_port("127.0.0.1", self.port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2):  # noqa: S310
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        except (TimeoutError, OSError):
+            self.stop()
+            raise RuntimeError(f"docker-registry did not start: {self.log_path.read_text()[-2000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def __enter__(self) -> "RegistryServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
