@@ -77,7 +77,8 @@ class MqttConfig:
             raise ConfigError(f"mqtt.protocol must be '3.1.1' or '5', got {self.protocol!r}")
         if not 0 <= self.keepalive <= 65535:
             raise ConfigError(f"mqtt.keepalive must be 0..65535 seconds, got {self.keepalive}")
-        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") or self.topic_prefix.endswith("/"):
+        prefix = self.topic_prefix
+        if not prefix or any(c in prefix for c in "+#") or prefix.endswith("/"):
             raise ConfigError(f"mqtt.topic_prefix must be a topic without + # or a trailing /, got "
                               f"{self.topic_prefix!r}")
         if self.stats_interval < 0:

@@ -185,10 +185,12 @@ class MqttPublisher:
     def _make_client(self, device_id: str) -> paho.Client:
         cfg, addr = self.config, self.address
         v5 = cfg.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-agent-{device_id}",
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311, **({} if v5 else {"clean_session": True}),
-        )
+        client_id = cfg.client_id or f"edge-agent-{device_id}"
+        if v5:  # clean_session is a 3.1.1 notion; MQTT 5 sets clean_start when connecting
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        else:
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311,
+                                 clean_session=True)
         user = cfg.username if cfg.username is not None else addr.username
         password = cfg.password if cfg.password is not None else addr.password
         if user is not None:
@@ -297,7 +299,7 @@ class MqttPublisher:
         self._threads[0].join(timeout=5)
         self._stop_network.set()
         self._threads[0].join()
-        self._set_state("stopped", "publisher stopped; %d messages left in the outbox" % len(self.outbox))
+        self._set_state("stopped", f"publisher stopped; {len(self.outbox)} messages left in the outbox")
 
     @property
     def connected(self) -> bool:
@@ -319,7 +321,8 @@ class MqttPublisher:
         """Publish now, bypassing the outbox (status, stats, discovery); False when not connected."""
         if not self._connected.is_set():
             return False
-        return self._client.publish(topic, payload, qos=qos, retain=retain).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _run_publisher(self) -> None:
         inflight: Dict[int, int] = {}  # paho mid -> outbox seq; touched by this thread only

@@ -86,7 +86,8 @@ class Outbox:
             self._db.executescript(_SCHEMA)
             self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the outbox {self.path}: {exc} (check the state directory)") from exc
+            raise ConfigError(f"cannot open the outbox {self.path}: {exc} "
+                              "(check the state directory and its permissions)") from exc
         self._closed = False
         if self._count:
             log.info("outbox %s holds %s unsent messages from an earlier run", self.path, self._count)
@@ -109,9 +110,8 @@ class Outbox:
                 seq = int(cur.lastrowid or 0)
                 excess = self._count + 1 - self.max_messages
                 if excess > 0:
-                    db.execute(
-                        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (excess,)
-                    )
+                    oldest = "SELECT seq FROM outbox ORDER BY seq LIMIT ?"
+                    db.execute(f"DELETE FROM outbox WHERE seq IN ({oldest})", (excess,))  # noqa: S608
                     db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (excess,))
                 db.execute("COMMIT")
             except BaseException:
@@ -172,7 +172,7 @@ class Outbox:
                 log.warning("outbox checkpoint failed: %s", exc)
             self._db.close()
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Outbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,155 @@
+"""Wiring the frame loop to MQTT: the classification sink and a publishing session.
+
+A sink is a callable ``sink(result) -> None`` that must not block; :class:`MqttSink`
+only serialises the result and commits it to the outbox. :class:`PublishingSession`
+builds the outbox, the publisher, the stats and (optionally) Home Assistant discovery
+from a :class:`~edge_agent.config.Config`, so ``edge-agent classify`` and
+``edge-agent run`` publish the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+from .config import Config
+from .hass import discovery_messages
+from .mqtt import MqttPublisher
+from .outbox import Outbox
+from .result import Classification
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Classification], None]
+
+
+def encode_payload(result: Classification) -> bytes:
+    """The compact UTF-8 JSON of ``result.to_payload()``."""
+    return json.dumps(result.to_payload(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class MqttSink:
+    """Queue each result for ``<prefix>/<device>/classification``.
+
+    With ``only_on_change`` a result is published only when its top-1 label differs
+    from the previous result's (the first result is always published). A write the
+    disk refuses is logged once per failure streak and counted in ``failed``; it never
+    raises into the frame loop.
+    """
+
+    def __init__(self, publisher: MqttPublisher, only_on_change: bool = False) -> None:
+        self.publisher = publisher
+        self.only_on_change = only_on_change
+        self.failed = 0
+        self._last_label: Optional[str] = None
+        self._seen = False
+
+    def __call__(self, result: Classification) -> None:
+        if self.only_on_change:
+            label = result.top1.label if result.top1 else None
+            if self._seen and label == self._last_label:
+                return
+            self._seen, self._last_label = True, label
+        try:
+            self.publisher.enqueue(self.publisher.topics.classification, encode_payload(result))
+        except sqlite3.Error as exc:
+            if not self.failed:
+                log.error("cannot write to the outbox (%s): results are being lost", exc)
+            self.failed += 1
+            return
+        if self.failed:
+            log.warning("outbox writable again after %s lost results", self.failed)
+            self.failed = 0
+
+
+class PublishingSession:
+    """Outbox + publisher + stats for one run; use as a context manager or call start/stop.
+
+    Args:
+        config: the loaded configuration (``config.mqtt.url`` must be set).
+        model_info: JSON-ready description of the active model for the retained model topic
+            (``{"name", "version", "digest", ...}``), or None.
+
+    Raises (from :meth:`start`): ConfigError for a bad URL or unusable state directory,
+    PublishError for a refused login or TLS failure.
+    """
+
+    def __init__(self, config: Config, model_info: Optional[Dict[str, Any]] = None) -> None:
+        self.config = config
+        self.model_info = model_info
+        self.outbox: Optional[Outbox] = None
+        self.publisher: Optional[MqttPublisher] = None
+        self.stats = Stats(config.device_id)
+        self._sink: Optional[MqttSink] = None
+        self._stop = threading.Event()
+        self._stats_thread: Optional[threading.Thread] = None
+
+    def start(self) -> PublishingSession:
+        """Open the outbox, connect (see MqttPublisher.start) and start periodic stats."""
+        cfg = self.config
+        self.outbox = Outbox(cfg.outbox_path, max_messages=cfg.outbox.max_messages)
+        try:
+            self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.outbox)
+            if cfg.mqtt.ha_discovery:
+                self.publisher.add_connect_hook(self._announce_to_home_assistant)
+            if self.model_info is not None:
+                self.publisher.set_model(self.model_info)
+            self.publisher.start()
+        except BaseException:
+            self.outbox.close()
+            raise
+        self._sink = MqttSink(self.publisher, only_on_change=cfg.mqtt.only_on_change)
+        if cfg.mqtt.stats_interval > 0:
+            self._stats_thread = threading.Thread(target=self._run_stats, name="mqtt-stats", daemon=True)
+            self._stats_thread.start()
+        return self
+
+    @property
+    def sinks(self) -> List[Sink]:
+        """The sinks the frame loop should call for every result: stats first, then MQTT."""
+        if self._sink is None:
+            raise RuntimeError("PublishingSession.start() was not called")
+        return [self.stats, self._sink]
+
+    def set_model(self, model_info: Dict[str, Any]) -> None:
+        """Announce a new active model (after an update) on the retained model topic."""
+        self.model_info = model_info
+        if self.publisher is not None:
+            self.publisher.set_model(model_info)
+
+    def publish_stats(self) -> bool:
+        """Publish one stats message now (QoS 0); False when the broker is not connected."""
+        if self.publisher is None or self.outbox is None:
+            return False
+        payload = self.stats.snapshot(queue_depth=len(self.outbox), dropped_messages=self.outbox.dropped)
+        return self.publisher.publish_direct(self.publisher.topics.stats, json.dumps(payload).encode())
+
+    def _run_stats(self) -> None:
+        while not self._stop.wait(self.config.mqtt.stats_interval):
+            self.publish_stats()
+
+    def _announce_to_home_assistant(self, publisher: MqttPublisher) -> None:
+        name = (self.model_info or {}).get("name")
+        for topic, payload in discovery_messages(publisher.topics, self.config.mqtt.ha_prefix, name):
+            publisher.publish_direct(topic, payload, qos=1, retain=True)
+
+    def stop(self, flush_timeout: float = 5.0) -> None:
+        """Stop stats, flush and publish ``offline`` (see MqttPublisher.stop), close the outbox."""
+        self._stop.set()
+        if self._stats_thread is not None:
+            self._stats_thread.join()
+        if self.publisher is not None:
+            self.publish_stats()
+            self.publisher.stop(flush_timeout)
+        if self.outbox is not None:
+            self.outbox.close()
+
+    def __enter__(self) -> PublishingSession:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,78 @@
+"""The durable outbox: FIFO order, deletion on acknowledgement, size bound, crash survival."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge_agent.errors import ConfigError
+from edge_agent.outbox import Outbox
+
+
+def test_messages_come_out_in_the_order_they_were_added(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        seqs = [box.put("t", f"m{i}".encode()) for i in range(5)]
+        assert [m.payload for m in box.peek()] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+        assert [m.seq for m in box.peek(after_seq=seqs[2])] == seqs[3:]
+        assert len(box.peek(limit=2)) == 2
+
+
+def test_acknowledged_messages_are_deleted_and_others_kept(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        seqs = [box.put("t", b"x", qos=1) for _ in range(4)]
+        assert box.delete([seqs[0], seqs[2], 999]) == 2
+        assert [m.seq for m in box.peek()] == [seqs[1], seqs[3]]
+        assert len(box) == 2
+
+
+def test_full_outbox_drops_oldest_first_and_counts_them_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with Outbox(path, max_messages=3) as box:
+        for i in range(5):
+            box.put("t", str(i).encode())
+        assert [m.payload for m in box.peek()] == [b"2", b"3", b"4"]
+        assert box.dropped == 2
+    with Outbox(path, max_messages=3) as box:
+        assert len(box) == 3
+        box.put("t", b"5")
+        assert [m.payload for m in box.peek()] == [b"3", b"4", b"5"]
+        assert box.dropped == 3
+
+
+def test_committed_messages_survive_sigkill_of_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    writer = textwrap.dedent(f"""
+        import sys, time
+        from edge_agent.outbox import Outbox
+        box = Outbox({str(path)!r})
+        for i in range(200):
+            box.put("t", str(i).encode())
+        print("written", flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    with Outbox(path) as box:
+        assert [m.payload for m in box.peek(limit=1000)] == [str(i).encode() for i in range(200)]
+
+
+def test_unusable_outbox_path_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot open the outbox"):
+        Outbox(blocker / "o.sqlite")
+    with pytest.raises(ConfigError, match="max_messages"):
+        Outbox(tmp_path / "o.sqlite", max_messages=0)
