@@ -62,7 +62,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     except FileNotFoundError as exc:
         raise RegistryError(f"signing key not found: {path}") from exc
     except (OSError, ValueError, TypeError) as exc:
-        raise RegistryError(f"cannot read signing key {path}: {exc}") from exc
+        raise RegistryError(f"cannot read signing key {path}: not an unencrypted PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise RegistryError(f"{path} is not an ed25519 private key")
     return key
@@ -75,7 +75,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     except FileNotFoundError as exc:
         raise RegistryError(f"public key not found: {path}") from exc
     except (OSError, ValueError, TypeError) as exc:
-        raise RegistryError(f"cannot read public key {path}: {exc}") from exc
+        raise RegistryError(f"cannot read public key {path}: not a PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise RegistryError(f"{path} is not an ed25519 public key")
     return key
