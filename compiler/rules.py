@@ -1,0 +1,148 @@
+"""What ``edgetpu_compiler`` 16 accepts: the table the pre-flight check predicts from.
+
+Sources (cited so the next reader can re-check them):
+
+* Operations the Edge TPU can run, the runtime version some of them need, and their
+  limits: Coral's "TensorFlow models on the Edge TPU", section "Supported operations"
+  (https://coral.ai/docs/edgetpu/models-intro/#supported-operations), and its model
+  requirements (fully 8-bit quantized; constant tensor sizes; tensors of at most 3
+  dimensions with a size above 1; the first operation that cannot map and everything
+  after it run on the CPU).
+* The highest operator versions the compiler's built-in TensorFlow Lite parser knows.
+  Google does not publish them. The compiler 16.0.384591198 embeds a TensorFlow Lite of
+  mid-2021; the boundaries below are those of that era's builtin op resolver, and the
+  ones users hit are confirmed by public reports:
+  CONV_2D v6 rejected (google-coral/edgetpu#631, TF 2.9.1),
+  TRANSPOSE_CONV v4 rejected (google-coral/edgetpu#845),
+  QUANTIZE v3 rejected (google-coral/edgetpu#879),
+  EXP v2 rejected (google-coral/libedgetpu#71, TF 2.16),
+  REVERSE_V2 v3 rejected (google-coral/edgetpu#340).
+  A version above the limit of *any* operator, mapped or not, makes the compiler refuse
+  the whole model ("Didn't find op for builtin opcode ... Model could not be parsed").
+
+The values are predictions: the real compiler has the last word, and ``edge-compile``
+reports what it actually did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+#: The Edge TPU's on-chip memory for caching parameters is about 8 MiB; parameters
+#: beyond what fits stream from off-chip memory on every inference.
+ON_CHIP_PARAMETER_CACHE_BYTES = 8 * 1024 * 1024
+
+#: The compiler version whose limits this table describes.
+COMPILER_VERSION = "16.0.384591198"
+
+#: Edge TPU runtime version a model compiled by compiler 16 requires by default (-m lowers it).
+DEFAULT_RUNTIME_VERSION = 14
+
+# Statuses, in the compiler's own words where it has them (its ``_edgetpu.log``).
+MAPPED = "Mapped to Edge TPU"
+AFTER_CUT = "More than one subgraph is not supported"
+UNSUPPORTED_OP = "Operation not supported"
+VERSION_NOT_SUPPORTED = "Operation version not supported"
+UNSUPPORTED_TYPE = "Operation is working on an unsupported data type"
+UNSUPPORTED_RANK = "Tensor has unsupported rank (up to 3 innermost dimensions mapped)"
+DYNAMIC_SHAPE = "Tensor has a dynamic size (dynamic-sized tensors are not supported)"
+UNSPECIFIED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+
+
+@dataclass(frozen=True)
+class EdgeTpuOp:
+    """An operation the Edge TPU can run.
+
+    Attributes:
+        max_version: highest operator version the compiler parses.
+        min_runtime: Edge TPU runtime version needed when mapped (10 = every runtime).
+        note: Google's stated limits for it, shown to users.
+    """
+
+    max_version: int
+    min_runtime: int = 10
+    note: str = ""
+
+
+EDGE_TPU_OPS: Dict[str, EdgeTpuOp] = {
+    "ADD": EdgeTpuOp(4),
+    "AVERAGE_POOL_2D": EdgeTpuOp(3, note="no fused activation"),
+    "CONCATENATION": EdgeTpuOp(3, note="no fused activation; a constant input must be all zeros"),
+    "CONV_2D": EdgeTpuOp(5, note="same dilation in x and y"),
+    "DEPTHWISE_CONV_2D": EdgeTpuOp(6, note="dilated kernels not supported"),
+    "EXPAND_DIMS": EdgeTpuOp(1, min_runtime=13),
+    "FULLY_CONNECTED": EdgeTpuOp(9, note="default weights format only; 1-D output"),
+    "L2_NORMALIZATION": EdgeTpuOp(2),
+    "LOGISTIC": EdgeTpuOp(3),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": EdgeTpuOp(3, min_runtime=14, note="unidirectional only"),
+    "MAXIMUM": EdgeTpuOp(4),
+    "MAX_POOL_2D": EdgeTpuOp(3, note="no fused activation"),
+    "MEAN": EdgeTpuOp(3, note="no reduction over the batch dimension; x/y reductions only"),
+    "MINIMUM": EdgeTpuOp(4),
+    "MUL": EdgeTpuOp(4),
+    "PACK": EdgeTpuOp(2, note="not along the batch dimension"),
+    "PAD": EdgeTpuOp(2, note="no padding of the batch dimension; x/y only"),
+    "PRELU": EdgeTpuOp(1, note="alpha must be 1-D after removing leading ones"),
+    "QUANTIZE": EdgeTpuOp(2),
+    "REDUCE_MAX": EdgeTpuOp(2, min_runtime=14, note="not over the batch dimension"),
+    "REDUCE_MIN": EdgeTpuOp(2, min_runtime=14, note="not over the batch dimension"),
+    "RELU": EdgeTpuOp(2),
+    "RELU6": EdgeTpuOp(2),
+    "RELU_N1_TO_1": EdgeTpuOp(1),
+    "RESHAPE": EdgeTpuOp(1, note="some reshapes of large tensors may not map"),
+    "RESIZE_BILINEAR": EdgeTpuOp(3, note="3-D input/output; some sizes may not map"),
+    "RESIZE_NEAREST_NEIGHBOR": EdgeTpuOp(3, note="3-D input/output; some sizes may not map"),
+    "RSQRT": EdgeTpuOp(2, min_runtime=14),
+    "SLICE": EdgeTpuOp(3),
+    "SOFTMAX": EdgeTpuOp(3, note="1-D input of at most 16,000 elements"),
+    "SPACE_TO_DEPTH": EdgeTpuOp(2),
+    "SPLIT": EdgeTpuOp(3, note="not along the batch dimension"),
+    "SQUARED_DIFFERENCE": EdgeTpuOp(2, min_runtime=14),
+    "SQUEEZE": EdgeTpuOp(1, min_runtime=13),
+    "STRIDED_SLICE": EdgeTpuOp(4, min_runtime=13),
+    "SUB": EdgeTpuOp(3),
+    "SUM": EdgeTpuOp(1, min_runtime=13),
+    "TANH": EdgeTpuOp(3),
+    "TRANSPOSE": EdgeTpuOp(4, min_runtime=14),
+    "TRANSPOSE_CONV": EdgeTpuOp(3, min_runtime=13),
+}
+
+#: Highest versions the compiler parses for operations that run on the CPU only.
+#: Operators not listed here or above are assumed to parse at any version up to the
+#: newest code the compiler knows (see :data:`MAX_KNOWN_BUILTIN_CODE`).
+CPU_OP_MAX_VERSIONS: Dict[str, int] = {
+    "DEQUANTIZE": 4,
+    "EXP": 1,
+    "REVERSE_V2": 2,
+    "CAST": 2,
+    "GATHER": 4,
+    "ARG_MAX": 2,
+    "ARG_MIN": 2,
+    "HARD_SWISH": 1,
+    "LEAKY_RELU": 2,
+    "DIV": 2,
+    "BATCH_MATMUL": 3,
+    "PADV2": 2,
+    "SELECT_V2": 1,
+    "LOG_SOFTMAX": 2,
+}
+
+#: Builtin codes above this (VAR_HANDLE and later) are newer than the compiler's parser.
+MAX_KNOWN_BUILTIN_CODE = 141
+
+#: Activation tensor types the Edge TPU works on.
+QUANTIZED_TYPES = frozenset({"INT8", "UINT8"})
+#: Constant tensor types allowed beside them (biases and shape/axis operands).
+CONSTANT_TYPES = frozenset({"INT8", "UINT8", "INT32", "INT64"})
+
+#: TensorFlow versions whose converter emits op versions compiler 16 parses for common
+#: image classifiers (checked for MobileNetV2 in this project's tests).
+COMPATIBLE_TENSORFLOW = "TensorFlow 2.21 (this project's pin)"
+
+
+def max_version(op_name: str) -> Optional[int]:
+    """The highest version of ``op_name`` the compiler parses, or None when not known."""
+    if op_name in EDGE_TPU_OPS:
+        return EDGE_TPU_OPS[op_name].max_version
+    return CPU_OP_MAX_VERSIONS.get(op_name)
