@@ -1,0 +1,170 @@
+"""``edge-agent``: classify images, video and camera frames on a Coral Edge TPU or the CPU.
+
+Each command parses its options and calls the library; errors meant for users
+(:class:`~edge_agent.errors.EdgeAgentError`) become one line on stderr and a
+non-zero exit, mapped in :func:`_errors`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional, TypeVar
+
+import click
+
+from .errors import EdgeAgentError
+
+F = TypeVar("F", bound=Callable[..., Any])
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = PACKAGE_ROOT / "models" / "digits_int8.tflite"
+DEFAULT_LABELS = PACKAGE_ROOT / "labels" / "digits.txt"
+DEFAULT_INPUT = PACKAGE_ROOT / "images"
+
+
+class AgentCliError(click.ClickException):
+    """A user-facing error: one line, no traceback, the error's exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _errors(fn: F) -> F:
+    """Translate the agent's errors (and a closed stdout) into one-line CLI errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgeAgentError as exc:
+            raise AgentCliError(str(exc), exc.exit_code) from exc
+        except BrokenPipeError:
+            sys.stderr.close()  # `edge-agent classify | head`: the reader is gone; end quietly
+            raise SystemExit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="edge-agent: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(package_name="edgetpu-fleet", prog_name="edge-agent")
+def main(verbose: int, quiet: bool) -> None:
+    """Run image classifiers on a Coral Edge TPU (or the CPU) and publish the results.
+
+    \b
+    Examples:
+      edge-agent classify                          # bundled demo model on the sample images
+      edge-agent classify --model m_edgetpu.tflite --labels l.txt --input cam
+      edge-agent classify --input clip.mp4 --output jsonl --count 100
+      edge-agent devices
+    """
+    _setup_logging(verbose, quiet)
+
+
+def _print_text(result: Any) -> None:
+    best = ", ".join(f"{c.label} {c.score:.3f}" for c in result.top_k) or "(nothing above threshold)"
+    click.echo(f"{result.source} #{result.frame}: {best}  [{result.backend} {result.inference_ms:.1f} ms]")
+
+
+def _print_jsonl(result: Any) -> None:
+    click.echo(json.dumps(result.to_payload(), separators=(",", ":")))
+
+
+@main.command()
+@click.option("--model", "-m", type=click.Path(path_type=Path), default=DEFAULT_MODEL, show_default="bundled demo",
+              help="A .tflite model: int8 for the CPU or *_edgetpu.tflite for the Edge TPU.")
+@click.option("--labels", "-l", type=click.Path(path_type=Path), default=None,
+              help="Labels file ('label' or 'id label' per line). Default: the demo labels for the demo model.")
+@click.option("--input", "-i", "input_spec", default=str(DEFAULT_INPUT), show_default="bundled sample images",
+              help="Image, directory, glob, video file, cam / cam:N / /dev/videoN, or rtsp:// / http(s):// URL.")
+@click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=3, show_default=True)
+@click.option("--threshold", "-t", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Leave out classes scoring below this.")
+@click.option("--count", "-n", type=click.IntRange(1), default=None, help="Stop after N frames.")
+@click.option("--fps", type=click.FloatRange(0.0, min_open=True), default=None, help="Cap the frame rate.")
+@click.option("--output", "-o", type=click.Choice(["text", "jsonl", "none"]), default="text", show_default=True,
+              help="What to print on stdout; jsonl has the same fields as the MQTT payload.")
+@click.option("--device", "-d", default="auto", show_default=True,
+              help="auto, cpu, usb, usb:N, pci, pci:N or :N. A TPU asked for by name never falls back to the CPU.")
+@click.option("--runtime", type=click.Choice(["auto", "litert", "tflite-runtime", "tensorflow"]), default="auto",
+              show_default=True, help="Interpreter package.")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="CPU interpreter threads.")
+@click.option("--mean", type=float, default=None, help="Pixel mean the model expects (with --std).")
+@click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
+@click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio when resizing (pad with black).")
+@click.option("--max-pixels", type=click.IntRange(1), default=50_000_000, show_default=True,
+              help="Refuse images larger than this (decompression bombs).")
+@click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
+@_errors
+def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, threshold: float,
+             count: Optional[int], fps: Optional[float], output: str, device: str, runtime: str, threads: int,
+             mean: Optional[float], std: Optional[float], keep_aspect: bool, max_pixels: int,
+             device_id: Optional[str]) -> None:
+    """Classify an image, a folder, a video, a camera or a stream.
+
+    \b
+    Examples:
+      edge-agent classify
+      edge-agent classify -m mobilenet_v2_edgetpu.tflite -l imagenet_labels.txt -i cat.jpg
+      edge-agent classify -i 'photos/*.jpg' -o jsonl > results.jsonl
+      edge-agent classify -i cam:0 --fps 5
+      edge-agent classify -i rtsp://user:pass@10.0.0.5/stream --device usb
+    """
+    from .classify import Normalization
+    from .loop import build_classifier
+    from .sources import open_source
+
+    classifier = build_classifier(model, labels, device=device, runtime=runtime, threads=threads,
+                                  norm=Normalization(mean, std), keep_aspect=keep_aspect, k=top_k,
+                                  threshold=threshold, device_id=device_id or socket.gethostname())
+    source = open_source(input_spec, max_pixels=max_pixels)
+    sinks: List[Callable[[Any], None]] = []
+    if output == "text":
+        sinks.append(_print_text)
+    elif output == "jsonl":
+        sinks.append(_print_jsonl)
+    from .loop import FrameLoop
+
+    stats = FrameLoop(classifier, source, sinks, count=count, fps=fps).run()
+    logging.getLogger(__name__).info("%d frames, %.1f frames/s, %d dropped, %d skipped",
+                                     stats.frames, stats.fps, stats.dropped, stats.skipped)
+    if stats.skipped:
+        raise AgentCliError(f"{stats.skipped} input(s) could not be read (see warnings above)")
+
+
+@main.command()
+@_errors
+def devices() -> None:
+    """List the Edge TPUs attached to this machine and the runtime version.
+
+    \b
+    Example:
+      edge-agent devices
+    """
+    from .devices import find_edgetpus, pycoral_devices
+    from .runtime import delegate_library, runtime_version
+
+    version = runtime_version()
+    click.echo(f"Edge TPU runtime: {version or 'not installed (' + delegate_library() + ' not found)'}")
+    found = find_edgetpus()
+    coral = pycoral_devices()
+    if not found and not coral:
+        click.echo("Edge TPUs: none found")
+        return
+    for tpu in found:
+        temp = f", {tpu.temperature_c:.1f} °C" if tpu.temperature_c is not None else ""
+        click.echo(f"{tpu.kind}: {tpu.description} at {tpu.path}{temp}")
+    for line in coral or []:
+        click.echo(f"pycoral: {line}")

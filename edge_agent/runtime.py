@@ -1,0 +1,294 @@
+"""The interpreter and the Edge TPU delegate: the only module that knows about them.
+
+``open_runtime(model, device, runtime)`` decides where a model runs:
+
+* a compiled ``*_edgetpu.tflite`` model runs on the Edge TPU when the delegate loads;
+  on the CPU it cannot run (it contains ``edgetpu-custom-op``), so ``device="auto"``
+  falls back to the plain int8 model beside it (``name_edgetpu.tflite`` ->
+  ``name.tflite``) with one warning, and fails when there is none;
+* a plain model runs on the CPU, unless a TPU device is asked for and a compiled
+  sibling exists;
+* asking for a TPU device explicitly (``usb``, ``pci:0``...) never falls back.
+
+Interpreter backends, in the order ``auto`` tries them: LiteRT (``ai_edge_litert``),
+``tflite_runtime`` (Coral's Debian packages), TensorFlow.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib
+import logging
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import ConfigError, DelegateError, ModelError
+
+log = logging.getLogger(__name__)
+
+EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
+TFLITE_IDENTIFIER = b"TFL3"
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow")
+_DEVICE_RE = re.compile(r"^(auto|cpu|usb|pci|usb:\d+|pci:\d+|:\d+)$")
+
+
+def delegate_library() -> str:
+    """File name of the Edge TPU runtime library on this operating system."""
+    return {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(
+        platform.system(), "libedgetpu.so.1"
+    )
+
+
+def validate_device(device: str) -> str:
+    """Return ``device`` if it is one of auto, cpu, usb, usb:N, pci, pci:N, :N; raise ConfigError otherwise."""
+    if not _DEVICE_RE.match(device):
+        raise ConfigError(f"invalid --device {device!r}: use auto, cpu, usb, usb:N, pci, pci:N or :N")
+    return device
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def read_model(path: Path) -> bytes:
+    """Read a .tflite file and check it is one, before any native code parses it.
+
+    Raises ModelError for a missing, empty, huge or non-TFLite file.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc.strerror}") from exc
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, not a .tflite file: {path}")
+    if size > MAX_MODEL_BYTES:
+        raise ModelError(f"model {path} is {size} bytes, more than the {MAX_MODEL_BYTES} byte limit")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc.strerror}") from exc
+    if len(data) < 16 or data[4:8] != TFLITE_IDENTIFIER:
+        raise ModelError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")
+    return data
+
+
+def is_edgetpu_model(data: bytes) -> bool:
+    """True when the model was compiled by edgetpu_compiler (it holds the Edge TPU custom op)."""
+    return EDGETPU_CUSTOM_OP in data
+
+
+def cpu_sibling(path: Path) -> Path:
+    """The CPU model expected beside a compiled one: ``x_edgetpu.tflite`` -> ``x.tflite``."""
+    return path.with_name(path.name.replace("_edgetpu.tflite", ".tflite"))
+
+
+def edgetpu_sibling(path: Path) -> Path:
+    """The compiled model expected beside a CPU one: ``x.tflite`` -> ``x_edgetpu.tflite``."""
+    return path.with_name(path.stem + "_edgetpu.tflite")
+
+
+@dataclass(frozen=True)
+class _Backend:
+    name: str
+    interpreter: Callable[..., Any]
+    load_delegate: Callable[..., Any]
+
+
+def _import_backend(name: str) -> _Backend:
+    if name == "litert":
+        mod = importlib.import_module("ai_edge_litert.interpreter")
+        return _Backend(name, mod.Interpreter, mod.load_delegate)
+    if name == "tflite-runtime":
+        mod = importlib.import_module("tflite_runtime.interpreter")
+        return _Backend(name, mod.Interpreter, mod.load_delegate)
+    if name == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        return _Backend(name, tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+    raise ConfigError(f"invalid --runtime {name!r}: use one of {', '.join(RUNTIMES)}")
+
+
+def select_backend(runtime: str) -> _Backend:
+    """Import the interpreter package for ``runtime`` (``auto`` takes the first importable one)."""
+    names = ["litert", "tflite-runtime", "tensorflow"] if runtime == "auto" else [runtime]
+    for name in names:
+        try:
+            return _import_backend(name)
+        except ImportError:
+            continue
+    if runtime == "auto":
+        raise ConfigError("no TFLite interpreter installed: pip install ai-edge-litert")
+    package = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tensorflow": "tensorflow"}
+    raise ConfigError(f"--runtime {runtime} is not installed: pip install {package.get(runtime, runtime)}")
+
+
+def load_edgetpu_delegate(backend: _Backend, device: str) -> Any:
+    """Load the Edge TPU delegate for ``device`` (``usb``, ``usb:0``, ``pci``, ``:0``; ``auto`` = any).
+
+    Raises DelegateError with what to do when the runtime library is missing or no
+    matching Edge TPU is attached.
+    """
+    options: Dict[str, str] = {} if device in ("auto", "") else {"device": device}
+    lib = delegate_library()
+    try:
+        # The same dlopen the interpreter's load_delegate does first. Doing it here gives
+        # the real OSError without LiteRT's half-built Delegate printing a traceback later.
+        ctypes.CDLL(lib)
+    except OSError as exc:
+        raise DelegateError(
+            f"Edge TPU runtime not found ({lib}): install libedgetpu1-std from Coral's apt repository "
+            "(see README, 'Running on a Coral')"
+        ) from exc
+    try:
+        return backend.load_delegate(lib, options)
+    except (OSError, ValueError, RuntimeError) as exc:
+        where = "any Edge TPU" if not options else f"Edge TPU {device!r}"
+        raise DelegateError(
+            f"{lib} loaded but {where} could not be opened: check the USB cable/PCIe driver "
+            "and `edge-agent devices`"
+        ) from exc
+
+
+@dataclass
+class Runtime:
+    """A ready interpreter and what it runs.
+
+    ``backend`` is ``"edgetpu"`` or ``"cpu"``; ``model_path`` is the file actually
+    loaded (the CPU fallback when the compiled model could not run).
+    """
+
+    interpreter: Any
+    backend: str
+    model_path: Path
+    digest: str
+    interpreter_name: str
+    input_index: int
+    input_shape: Tuple[int, ...]
+    input_dtype: Any
+    input_quant: Tuple[float, int]
+    output_index: int
+    output_quant: Tuple[float, int]
+    num_classes: int
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """(width, height) of the model's input image in pixels."""
+        return int(self.input_shape[2]), int(self.input_shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.input_shape[3])
+
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
+        """Run one inference on a (1, H, W, C) tensor of the input dtype; return the raw output (N,)."""
+        self.interpreter.set_tensor(self.input_index, tensor)
+        self.interpreter.invoke()
+        return np.asarray(self.interpreter.get_tensor(self.output_index)).reshape(-1).copy()
+
+
+def _build(backend: _Backend, path: Path, data: bytes, delegates: List[Any], threads: int,
+           hw: str) -> Runtime:
+    try:
+        kwargs: Dict[str, Any] = {"model_content": data, "num_threads": threads}
+        if delegates:
+            kwargs["experimental_delegates"] = delegates
+        interp = backend.interpreter(**kwargs)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "edgetpu-custom-op" in str(exc):
+            raise ModelError(f"{path} is compiled for the Edge TPU and cannot run on the CPU") from exc
+        raise ModelError(f"cannot load model {path}: {first}") from exc
+    inputs, outputs = interp.get_input_details(), interp.get_output_details()
+    if len(inputs) != 1:
+        raise ModelError(f"{path} has {len(inputs)} inputs; an image classifier has exactly one")
+    inp, out = inputs[0], outputs[0]
+    shape = tuple(int(d) for d in inp["shape"])
+    if len(shape) != 4 or shape[0] != 1 or shape[3] not in (1, 3) or min(shape) < 1:
+        raise ModelError(f"{path} input {list(shape)} is not an image tensor [1, height, width, 1|3]")
+    if inp["dtype"] not in (np.uint8, np.int8, np.float32):
+        raise ModelError(f"{path} input type {np.dtype(inp['dtype']).name} is not uint8, int8 or float32")
+    out_shape = [int(d) for d in out["shape"]]
+    num_classes = int(np.prod(out_shape))
+    if num_classes < 1 or max(out_shape) != num_classes:
+        raise ModelError(f"{path} output {out_shape} is not a vector of class scores")
+    return Runtime(
+        interpreter=interp, backend=hw, model_path=path, digest="sha256:" + hashlib.sha256(data).hexdigest(),
+        interpreter_name=backend.name, input_index=int(inp["index"]), input_shape=shape,
+        input_dtype=inp["dtype"], input_quant=(float(inp["quantization"][0]), int(inp["quantization"][1])),
+        output_index=int(out["index"]), output_quant=(float(out["quantization"][0]), int(out["quantization"][1])),
+        num_classes=num_classes,
+    )
+
+
+def open_runtime(model: Path, device: str = "auto", runtime: str = "auto", threads: int = 2) -> Runtime:
+    """Load ``model`` on the Edge TPU or the CPU following the rules in the module docstring.
+
+    Raises ModelError (bad or unsuitable model), DelegateError (TPU asked for and not
+    usable), ConfigError (bad device or runtime name).
+    """
+    validate_device(device)
+    backend = select_backend(runtime)
+    path = Path(model)
+    data = read_model(path)
+    compiled = is_edgetpu_model(data)
+    if device == "cpu":
+        if compiled:
+            return _cpu_fallback(backend, path, threads, reason="--device cpu was asked for")
+        return _build(backend, path, data, [], threads, "cpu")
+    if not compiled:
+        if device == "auto":
+            return _build(backend, path, data, [], threads, "cpu")
+        sibling = edgetpu_sibling(path)
+        if not sibling.exists():
+            raise ModelError(
+                f"{path} is not compiled for the Edge TPU and there is no {sibling.name} beside it: "
+                "compile it with `edge-compile`, or use --device cpu"
+            )
+        log.info("using the compiled model %s for --device %s", sibling, device)
+        path, data = sibling, read_model(sibling)
+    try:
+        delegate = load_edgetpu_delegate(backend, device)
+    except DelegateError as exc:
+        if device != "auto":
+            raise
+        return _cpu_fallback(backend, path, threads, reason=str(exc))
+    return _build(backend, path, data, [delegate], threads, "edgetpu")
+
+
+def _cpu_fallback(backend: _Backend, compiled: Path, threads: int, reason: str) -> Runtime:
+    cpu = cpu_sibling(compiled)
+    if cpu == compiled or not cpu.exists():
+        raise ModelError(
+            f"{reason}; {compiled.name} cannot run on the CPU and there is no CPU model {cpu.name} beside it"
+        )
+    log.warning("%s; running the CPU model %s instead (slower)", reason, cpu.name)
+    return _build(backend, cpu, read_model(cpu), [], threads, "cpu")
+
+
+def runtime_version() -> Optional[str]:
+    """Version string of the installed Edge TPU runtime, or None when it is not installed."""
+    try:
+        lib = ctypes.CDLL(delegate_library())
+    except OSError:
+        return None
+    try:
+        fn = lib.edgetpu_version
+    except AttributeError:
+        return "unknown"
+    fn.restype = ctypes.c_char_p
+    raw = fn()
+    return raw.decode(errors="replace") if raw else "unknown"

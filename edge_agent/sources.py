@@ -1,0 +1,206 @@
+"""Where frames come from: image files, folders and globs, video files, cameras, streams.
+
+``open_source(spec)`` parses an ``--input`` value and returns a :class:`Source`
+whose ``frames()`` yields :class:`Frame` objects (RGB uint8). Files are read in
+full, one frame each; live sources (cameras, streams) are marked ``live`` so the
+frame loop can keep only the newest frame. OpenCV is imported only for video,
+cameras and streams.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".h264"}
+DEFAULT_MAX_PIXELS = 50_000_000
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
+
+
+@dataclass
+class Frame:
+    """One frame: ``image`` is RGB uint8 (H, W, 3); ``captured_at`` is seconds since the epoch."""
+
+    image: np.ndarray
+    source: str
+    index: int
+    captured_at: float
+
+
+class Source:
+    """A source of frames. ``live`` sources may drop frames; file sources never do."""
+
+    name: str = ""
+    live: bool = False
+    failures: int = 0  # inputs skipped because they could not be read (folders only)
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device or file; safe to call twice."""
+
+
+def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to RGB uint8, refusing images above ``max_pixels``.
+
+    The size is checked from the header before decoding, so a decompression bomb
+    costs nothing. Raises InputError with the reason.
+    """
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise InputError(
+                    f"{path}: image is {width}x{height} pixels, more than the limit of {max_pixels} "
+                    "(raise --max-pixels if this is intended)"
+                )
+            img.load()
+            return np.asarray(img.convert("RGB"))
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"input not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: refused as a decompression bomb ({exc})") from exc
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image, or an unsupported image format") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: cannot decode image ({exc})") from exc
+
+
+class ImageFiles(Source):
+    """A list of image files; one that cannot be read is skipped with a warning when
+    there are several, and is an error when it is the only one."""
+
+    def __init__(self, paths: List[Path], name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.paths = paths
+        self.name = name
+        self.max_pixels = max_pixels
+        self.failures = 0
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            try:
+                image = load_image(path, self.max_pixels)
+            except InputError as exc:
+                if len(self.paths) == 1:
+                    raise
+                self.failures += 1
+                log.warning("skipped %s", exc)
+                continue
+            yield Frame(image=image, source=str(path), index=index, captured_at=time.time())
+
+
+class VideoCapture(Source):
+    """Frames from OpenCV: a video file (every frame), a V4L2 camera or a stream (live)."""
+
+    def __init__(self, target: Any, name: str, live: bool, open_timeout_ms: int = 10000) -> None:
+        self.target = target
+        self.name = name
+        self.live = live
+        self.open_timeout_ms = open_timeout_ms
+        self._cap: Any = None
+
+    def _open(self) -> Any:
+        import cv2
+
+        if isinstance(self.target, int):
+            cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(
+                self.target)
+        elif self.live:
+            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.open_timeout_ms,
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.open_timeout_ms])
+        else:
+            cap = cv2.VideoCapture(str(self.target))
+        if not cap.isOpened():
+            cap.release()
+            kind = "camera" if isinstance(self.target, int) else ("stream" if self.live else "video file")
+            raise InputError(f"cannot open {kind} {self.name}")
+        return cap
+
+    def frames(self) -> Iterator[Frame]:
+        import cv2
+
+        self._cap = self._open()
+        index = 0
+        try:
+            while True:
+                ok, bgr = self._cap.read()
+                if not ok or bgr is None:
+                    if self.live:
+                        raise InputError(f"{self.name} stopped delivering frames (disconnected?)")
+                    if index == 0:
+                        raise InputError(f"{self.name}: no frame could be decoded")
+                    return
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield Frame(image=rgb, source=self.name, index=index, captured_at=time.time())
+                index += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def _camera_index(spec: str) -> Optional[int]:
+    if spec == "cam":
+        return 0
+    if spec.startswith("cam:") and spec[4:].isdigit():
+        return int(spec[4:])
+    if spec.startswith("/dev/video") and spec[10:].isdigit():
+        return int(spec[10:])
+    return None
+
+
+def open_source(spec: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
+    """Parse an ``--input`` value into a Source.
+
+    Accepts an image file, a directory, a glob (``'photos/*.jpg'``), a video file,
+    ``cam``/``cam:N``/``/dev/videoN``, or an ``rtsp://``/``http(s)://`` URL.
+    Raises InputError when nothing matches.
+    """
+    if not spec:
+        raise InputError("no --input given")
+    cam = _camera_index(spec)
+    if cam is not None:
+        device = f"/dev/video{cam}"
+        if os.name == "posix" and not os.path.exists(device):
+            raise InputError(f"camera {device} not found (is it connected? see `ls /dev/video*`)")
+        return VideoCapture(cam, name=device, live=True)
+    if spec.lower().startswith(STREAM_SCHEMES):
+        return VideoCapture(spec, name=spec.split("@")[-1], live=True)
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            raise InputError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in directory {path}")
+        return ImageFiles(files, name=str(path), max_pixels=max_pixels)
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in globmod.glob(spec) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise InputError(f"no images match {spec}")
+        return ImageFiles(files, name=spec, max_pixels=max_pixels)
+    if not path.exists():
+        raise InputError(f"input not found: {spec}")
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return VideoCapture(path, name=str(path), live=False)
+    return ImageFiles([path], name=str(path), max_pixels=max_pixels)
