@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import pytest
 from helpers.mosquitto import Mosquitto
@@ -41,7 +41,7 @@ def make_publisher(broker: Mosquitto, outbox: Outbox, **mqtt: object) -> MqttPub
     return MqttPublisher(cfg, "cam1", outbox, backoff=Backoff(0.1, 1.0))
 
 
-def wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -24,7 +24,7 @@ class Subscriber:
         self._subscribed = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
                                   clean_session=False)
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(1, 2)
         if username:
             self.client.username_pw_set(username, password)
         if ca_file:
@@ -50,7 +50,7 @@ class Subscriber:
     def json_on(self, suffix: str) -> List[Any]:
         return [json.loads(p) for p in self.on(suffix)]
 
-    def wait_until(self, predicate: Callable[["Subscriber"], bool], timeout: float = 60.0) -> bool:
+    def wait_until(self, predicate: Callable[[Subscriber], bool], timeout: float = 60.0) -> bool:
         """Wait (bounded, for liveness only) until ``predicate(self)`` holds; return whether it did."""
         deadline = time.monotonic() + timeout
         with self._cond:

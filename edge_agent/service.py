@@ -1,0 +1,94 @@
+"""``edge-agent run``: the long-running service.
+
+:func:`run_service` wires one run together: it installs SIGTERM/SIGINT handlers, opens the
+publishing session (outbox, MQTT, stats, Home Assistant discovery), runs the frame loop
+until the source ends or a signal arrives, then stops cleanly: the frame loop returns,
+the publisher flushes what it can within ``flush_timeout``, publishes ``offline`` and the
+outbox is closed (what was not acknowledged is sent by the next run).
+
+The frame loop is passed in (``frame_loop(sinks, stop)``), so the service knows nothing of
+models or cameras, and tests can drive it with results they make.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .config import Config
+from .publish import PublishingSession, Sink
+
+log = logging.getLogger(__name__)
+
+#: runs until its source is exhausted or ``stop`` is set, calling every sink once per result
+FrameLoop = Callable[[Sequence[Sink], threading.Event], None]
+
+
+class StopSignals:
+    """Sets ``stop`` on SIGTERM/SIGINT while active (main thread only); restores the old handlers."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if not self.stop.is_set():
+            log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stop.set()
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def start_updater(config: Config, session: Optional[PublishingSession]) -> Optional[Any]:
+    """Where model updates over MQTT are wired in; returns the updater or None.
+
+    The updater (edge_agent.updater) subscribes through ``session.publisher.subscribe(topic,
+    handler, max_bytes=...)`` to ``<prefix>/<device>/rollout`` and
+    ``<prefix>/fleet/<fleet>/rollout``, reports on ``<prefix>/<device>/rollout/status`` with
+    ``session.publisher.publish_direct(..., qos=1, retain=True)`` and announces the active
+    model with ``session.set_model(...)``. Handlers run on the network thread and must hand
+    work to the updater's own thread. Not wired yet: returns None.
+    """
+    return None
+
+
+def run_service(config: Config, frame_loop: FrameLoop, *, model_info: Optional[Dict[str, Any]] = None,
+                extra_sinks: Sequence[Sink] = (), flush_timeout: float = 10.0,
+                stop: Optional[threading.Event] = None) -> None:
+    """Run ``frame_loop`` publishing to MQTT (when ``config.mqtt.url`` is set) until it ends or
+    SIGTERM/SIGINT arrives, then stop cleanly.
+
+    Raises:
+        ConfigError: an unusable state directory or broker URL.
+        PublishError: the broker refused the login or the TLS handshake failed at start-up.
+        Whatever ``frame_loop`` raises (after the clean stop).
+    """
+    stop = stop or threading.Event()
+    with StopSignals(stop):
+        session: Optional[PublishingSession] = None
+        sinks: List[Sink] = list(extra_sinks)
+        if config.mqtt.url:
+            session = PublishingSession(config, model_info).start()
+            sinks = session.sinks + sinks
+        else:
+            log.warning("no MQTT broker configured (mqtt.url): results are not published")
+        updater = start_updater(config, session)
+        try:
+            frame_loop(sinks, stop)
+        finally:
+            if updater is not None:
+                updater.close()
+            if session is not None:
+                session.stop(flush_timeout)
+    log.info("stopped")

@@ -1,0 +1,70 @@
+"""The classification payload matches its shipped JSON Schema, and the schema rejects bad payloads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from importlib import resources
+from typing import Any, Dict
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from edge_agent.result import SCHEMA, Class, Classification, ModelInfo
+
+
+def load_schema() -> Dict[str, Any]:
+    text = resources.files("edge_agent").joinpath("schemas/classification.schema.json").read_text()
+    return json.loads(text)
+
+
+def result(**changes: Any) -> Classification:
+    fields: Dict[str, Any] = dict(
+        device="cam1", model=ModelInfo("digits", "1.0.0", "sha256:" + "0f" * 32), backend="edgetpu",
+        source="rtsp://cam/stream", frame=12, captured_at=time.time(), preprocess_ms=0.5, inference_ms=2.25,
+        total_ms=3.0, top_k=[Class(3, 0.75, "three"), Class(8, 0.125, "eight")],
+    )
+    fields.update(changes)
+    return Classification(**fields)
+
+
+def test_schema_file_is_valid_and_names_the_payload_version() -> None:
+    schema = load_schema()
+    Draft202012Validator.check_schema(schema)
+    assert schema["properties"]["schema"]["const"] == SCHEMA
+
+
+@pytest.mark.parametrize("example", [
+    result(),
+    result(top_k=[], backend="cpu"),
+    result(extra={"roi": [0, 0, 10, 10]}),
+    result(model=ModelInfo("m", "", "")),
+])
+def test_payloads_validate_against_the_schema(example: Classification) -> None:
+    Draft202012Validator(load_schema()).validate(example.to_payload())
+    json.dumps(example.to_payload())  # JSON-ready as it is
+
+
+@pytest.mark.parametrize("path, value", [
+    (("schema",), "edgetpu.classification/2"),
+    (("backend",), "gpu"),
+    (("frame",), -1),
+    (("top_k", 0, "score"), 1.5),
+    (("model", "digest"), "md5:abc"),
+    (("captured_at",), "yesterday"),
+])
+def test_schema_rejects_wrong_values(path: tuple, value: Any) -> None:
+    payload = copy.deepcopy(result().to_payload())
+    target = payload
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert not Draft202012Validator(load_schema()).is_valid(payload)
+
+
+@pytest.mark.parametrize("field", ["id", "device", "model", "latency_ms", "top_k", "captured_at"])
+def test_schema_requires_the_contract_fields(field: str) -> None:
+    payload = result().to_payload()
+    del payload[field]
+    assert not Draft202012Validator(load_schema()).is_valid(payload)
