@@ -46,3 +46,11 @@ def demo_model() -> Path:
 @pytest.fixture(scope="session")
 def demo_labels() -> Path:
     return DEMO_LABELS
+
+
+@pytest.fixture(scope="session")
+def test_models():
+    """Small models built with real TensorFlow (cached): int8_io, gray, vector."""
+    from helpers.models import build_test_models
+
+    return build_test_models()
