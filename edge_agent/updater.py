@@ -98,7 +98,7 @@ class Updater:
             msg["rollout"], _, msg["action"] = str(record.get("command", "")).partition(":")
             self.state.record(str(record.get("command", "")), msg)
             self._emit(msg)
-        self._announce()
+        self.announce()
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name=f"updater-{self.device_id}", daemon=True)
             self._worker.start()
@@ -187,7 +187,7 @@ class Updater:
                 self.state.commit_trial()
                 self._active = release
                 self.state.prune()
-            self._announce()
+            self.announce()
             return self._status("active", command)
         return self._return_to_previous(command, f"{command.name}:{command.version} failed its health check")
 
@@ -248,7 +248,7 @@ class Updater:
         if not self._call_activate(release):
             reason += "; the previous release also failed its health check"
         shutil.rmtree(self.state.release_dir(command.name, command.version), ignore_errors=True)
-        self._announce()
+        self.announce()
         log.warning("rolled back from %s:%s: %s", command.name, command.version, reason)
         return self._status("rolled_back", command, reason)
 
@@ -279,7 +279,8 @@ class Updater:
         except Exception as exc:  # a lost progress message must not stop an update
             log.warning("cannot publish rollout status: %s", exc)
 
-    def _announce(self) -> None:
+    def announce(self) -> None:
+        """Publish the active release on the model topic (also after a reconnect)."""
         if self._publish_model is None:
             return
         active = self.active_release()
