@@ -10,14 +10,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import click
 
 from .errors import EdgeAgentError
+from .options import load_cli_config, publish_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -107,11 +107,12 @@ def _print_jsonl(result: Any) -> None:
 @click.option("--max-pixels", type=click.IntRange(1), default=50_000_000, show_default=True,
               help="Refuse images larger than this (decompression bombs).")
 @click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
+@publish_options
 @_errors
 def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, threshold: float,
              count: Optional[int], fps: Optional[float], output: str, device: str, runtime: str, threads: int,
              mean: Optional[float], std: Optional[float], keep_aspect: bool, max_pixels: int,
-             device_id: Optional[str]) -> None:
+             device_id: Optional[str], publish: Dict[str, Any]) -> None:
     """Classify an image, a folder, a video, a camera or a stream.
 
     \b
@@ -121,14 +122,19 @@ def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, t
       edge-agent classify -i 'photos/*.jpg' -o jsonl > results.jsonl
       edge-agent classify -i cam:0 --fps 5
       edge-agent classify -i rtsp://user:pass@10.0.0.5/stream --device usb
+      edge-agent classify -i cam:0 --mqtt mqtt://localhost:1883 --only-on-change
+      EDGE_AGENT_MQTT_PASSWORD=... edge-agent classify --mqtt mqtts://broker:8883 --mqtt-user cam1
     """
     from .classify import Normalization
     from .loop import build_classifier
+    from .publish import open_publishing
     from .sources import open_source
+
+    config = load_cli_config(None, {**publish, "device_id": device_id})  # bad MQTT settings fail first
 
     classifier = build_classifier(model, labels, device=device, runtime=runtime, threads=threads,
                                   norm=Normalization(mean, std), keep_aspect=keep_aspect, k=top_k,
-                                  threshold=threshold, device_id=device_id or socket.gethostname())
+                                  threshold=threshold, device_id=config.device_id)
     source = open_source(input_spec, max_pixels=max_pixels)
     sinks: List[Callable[[Any], None]] = []
     if output == "text":
@@ -137,11 +143,49 @@ def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, t
         sinks.append(_print_jsonl)
     from .loop import FrameLoop
 
-    stats = FrameLoop(classifier, source, sinks, count=count, fps=fps).run()
+    session = open_publishing(config, classifier)  # None without --mqtt
+    try:
+        stats = FrameLoop(classifier, source, sinks + (session.sinks if session else []), count=count, fps=fps).run()
+    finally:
+        if session is not None:
+            session.stop()
     logging.getLogger(__name__).info("%d frames, %.1f frames/s, %d dropped, %d skipped",
                                      stats.frames, stats.fps, stats.dropped, stats.skipped)
     if stats.skipped:
         raise AgentCliError(f"{stats.skipped} input(s) could not be read (see warnings above)")
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="TOML config file (see deploy/config.example.toml) [env EDGE_AGENT_CONFIG].")
+@click.option("--model", "-m", type=click.Path(path_type=Path), default=None, help="Model (default: bundled demo).")
+@click.option("--labels", "-l", type=click.Path(path_type=Path), default=None, help="Labels file.")
+@click.option("--input", "-i", "input_spec", default=None, help="Image, directory, video, cam:N or rtsp:// URL.")
+@click.option("--device-id", default=None, help="Device id in topics and results (default: the hostname).")
+@click.option("--device", "-d", default=None, help="auto, cpu, usb, usb:N, pci, pci:N or :N (default auto).")
+@click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=None, help="Classes per result (default 3).")
+@click.option("--max-fps", type=click.FloatRange(0), default=None, help="Cap the frame rate (default: no cap).")
+@publish_options
+@_errors
+def run(config_path: Optional[Path], model: Optional[Path], labels: Optional[Path], input_spec: Optional[str],
+        device_id: Optional[str], device: Optional[str], top_k: Optional[int], max_fps: Optional[float],
+        publish: Dict[str, Any]) -> None:
+    """Run as a service: classify and publish to MQTT until SIGTERM.
+
+    Settings come from the config file, then EDGE_AGENT_* variables, then these flags.
+    SIGTERM publishes 'offline', flushes the outbox and exits 0.
+
+    \b
+    Examples:
+      edge-agent run --config /etc/edge-agent/config.toml
+      EDGE_AGENT_MQTT_URL=mqtt://broker:1883 edge-agent run -i cam:0 --ha-discovery
+      edge-agent run --mqtt mqtts://broker:8883 --mqtt-ca ca.pem --mqtt-user cam1   # password from env
+    """
+    from .service import run_agent
+
+    flags = {**publish, "model": model, "labels": labels, "input": input_spec, "device_id": device_id,
+             "device": device, "top_k": top_k, "max_fps": max_fps}
+    run_agent(load_cli_config(config_path, flags))
 
 
 @main.command()

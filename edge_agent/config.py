@@ -118,8 +118,11 @@ class Config:
     labels: Optional[Path] = None
     input: Optional[str] = None  # image, directory, video, camera index or rtsp:// URL; None = bundled images
     device_id: str = field(default_factory=default_device_id)
-    edgetpu: str = ""  # Edge TPU to use, e.g. "usb", "usb:0", "pci:0"; "" = any
+    device: str = "auto"  # auto, cpu, usb, usb:N, pci, pci:N or :N (as `edge-agent classify --device`)
+    runtime: str = "auto"  # interpreter package: auto, litert, tflite-runtime
+    threads: int = 2  # CPU interpreter threads
     top_k: int = 3
+    threshold: float = 0.0  # leave out classes scoring below this
     max_fps: float = 0.0  # frames per second limit; 0 = as fast as the source delivers
     state_dir: Optional[Path] = None  # None = default_state_dir()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -131,6 +134,14 @@ class Config:
             raise ConfigError(f"device_id must be letters, digits, '_', '.' or '-', got {self.device_id!r}")
         if self.top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if not re.fullmatch(r"auto|cpu|usb(:\d+)?|pci(:\d+)?|:\d+", self.device):
+            raise ConfigError(f"device must be auto, cpu, usb, usb:N, pci, pci:N or :N, got {self.device!r}")
+        if self.runtime not in ("auto", "litert", "tflite-runtime", "tensorflow"):
+            raise ConfigError(f"runtime must be auto, litert, tflite-runtime or tensorflow, got {self.runtime!r}")
         if self.max_fps < 0:
             raise ConfigError(f"max_fps must be >= 0, got {self.max_fps}")
         self.mqtt.validate()

@@ -19,7 +19,7 @@ from .config import Config
 from .hass import discovery_messages
 from .mqtt import MqttPublisher
 from .outbox import Outbox
-from .result import Classification
+from .result import Classification, ModelInfo
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ Sink = Callable[[Classification], None]
 def encode_payload(result: Classification) -> bytes:
     """The compact UTF-8 JSON of ``result.to_payload()``."""
     return json.dumps(result.to_payload(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def model_announcement(model: ModelInfo, backend: str, **extra: Any) -> Dict[str, Any]:
+    """The retained ``<prefix>/<device>/model`` payload: name, version, digest and backend."""
+    return {"name": model.name, "version": model.version, "digest": model.digest, "backend": backend, **extra}
 
 
 class MqttSink:
@@ -153,3 +158,15 @@ class PublishingSession:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def open_publishing(config: Config, classifier: Any) -> Optional[PublishingSession]:
+    """Start publishing for ``edge-agent classify``: None when no broker is configured.
+
+    ``classifier`` is an :class:`edge_agent.loop.Classifier` (its model and backend are
+    announced on the retained model topic). Raises ConfigError or PublishError.
+    """
+    if not config.mqtt.url:
+        return None
+    announcement = model_announcement(classifier.model, classifier.runtime.backend)
+    return PublishingSession(config, announcement).start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -92,3 +93,30 @@ def run_service(config: Config, frame_loop: FrameLoop, *, model_info: Optional[D
             if session is not None:
                 session.stop(flush_timeout)
     log.info("stopped")
+
+
+def run_agent(config: Config, *, stop: Optional[threading.Event] = None) -> None:
+    """``edge-agent run``: classify ``config.input`` with ``config.model`` and publish until the
+    input ends or SIGTERM/SIGINT.
+
+    Raises ModelError, DelegateError, InputError, ConfigError or PublishError.
+    """
+    from .loop import FrameLoop, build_classifier
+    from .publish import model_announcement
+    from .sources import open_source
+
+    root = Path(__file__).resolve().parent.parent
+    model = config.model or root / "models" / "digits_int8.tflite"
+    classifier = build_classifier(model, config.labels, device=config.device, runtime=config.runtime,
+                                  threads=config.threads, k=config.top_k, threshold=config.threshold,
+                                  device_id=config.device_id)
+    source = open_source(config.input or str(root / "images"))
+    announcement = model_announcement(classifier.model, classifier.runtime.backend)
+
+    def frame_loop(sinks: Sequence[Sink], stop_event: threading.Event) -> None:
+        loop = FrameLoop(classifier, source, list(sinks), fps=config.max_fps or None, stop=stop_event)
+        stats = loop.run()
+        log.info("%d frames, %.1f frames/s, %d dropped, %d skipped", stats.frames, stats.fps, stats.dropped,
+                 stats.skipped)
+
+    run_service(config, frame_loop, model_info=announcement, stop=stop)
