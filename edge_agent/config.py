@@ -94,7 +94,7 @@ class MqttConfig:
         if self.password is not None and self.username is None:
             raise ConfigError("mqtt.password is set but mqtt.username is not")
         if self.url is not None:
-            from .mqtt import parse_broker_url  # local: keeps paho out of config loading
+            from .broker import parse_broker_url  # local: broker imports errors only
 
             parse_broker_url(self.url)
 

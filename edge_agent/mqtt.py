@@ -20,18 +20,16 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import random
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from .broker import Backoff, Topics, parse_broker_url
 from .config import MqttConfig
 from .errors import ConfigError, PublishError
 from .outbox import Outbox
@@ -41,90 +39,6 @@ log = logging.getLogger(__name__)
 #: handler for an incoming control message: (topic, payload bytes) -> None
 MessageHandler = Callable[[str, bytes], None]
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is: parsed from ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://``."""
-
-    host: str
-    port: int
-    tls: bool
-    username: Optional[str] = None
-    password: Optional[str] = None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """Parse a broker URL; the port defaults to 1883 (``mqtt``) or 8883 (``mqtts``).
-
-    Raises ConfigError naming what is wrong, e.g. ``unsupported scheme 'http'``.
-    """
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ConfigError(f"mqtt.url {url!r}: unsupported scheme {parts.scheme!r} (use mqtt://host:1883 "
-                          f"or mqtts://host:8883)")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"mqtt.url {url!r}: the port is not a number in 1..65535") from None
-    if not parts.hostname:
-        raise ConfigError(f"mqtt.url {url!r}: no host (example: mqtt://192.168.1.10:1883)")
-    if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"mqtt.url {url!r}: unexpected path or query; give only scheme, host and port")
-    tls = scheme in ("mqtts", "ssl")
-    return BrokerAddress(
-        host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topic names of one device."""
-
-    prefix: str
-    device: str
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.device}"
-
-    @property
-    def classification(self) -> str:
-        return f"{self.base}/classification"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def model(self) -> str:
-        return f"{self.base}/model"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.base}/stats"
-
-
-class Backoff:
-    """Exponential reconnect delays: ``initial * 2**n`` capped at ``cap``, each drawn
-    uniformly from [delay/2, delay] so a fleet does not reconnect in lockstep."""
-
-    def __init__(self, initial: float = 0.5, cap: float = 30.0, rng: Optional[random.Random] = None) -> None:
-        self.initial, self.cap = initial, cap
-        self._attempt = 0
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-
-    def next(self) -> float:
-        """The delay in seconds before the next attempt."""
-        delay = min(self.cap, self.initial * (2 ** min(self._attempt, 30)))
-        self._attempt += 1
-        return self._rng.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 def _describe(exc: BaseException) -> str:
@@ -299,7 +213,10 @@ class MqttPublisher:
         self._threads[0].join(timeout=5)
         self._stop_network.set()
         self._threads[0].join()
-        self._set_state("stopped", f"publisher stopped; {len(self.outbox)} messages left in the outbox")
+        left = len(self.outbox)
+        if left:
+            log.warning("%s results are still in the outbox %s; the next run sends them", left, self.outbox.path)
+        self._set_state("stopped", f"publisher stopped; {left} messages left in the outbox")
 
     @property
     def connected(self) -> bool:

@@ -13,7 +13,8 @@ from helpers.tlscerts import TlsFiles, make_tls_files
 
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError, PublishError
-from edge_agent.mqtt import MqttPublisher, parse_broker_url
+from edge_agent.broker import parse_broker_url
+from edge_agent.mqtt import MqttPublisher
 from edge_agent.outbox import Outbox
 
 
