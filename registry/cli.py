@@ -355,3 +355,7 @@ def status(rollout_id: Optional[str], state_dir: Optional[str]) -> None:
     except RolloutError as exc:
         raise click.ClickException(str(exc)) from exc
     _report(state)
+
+
+if __name__ == "__main__":
+    main()
