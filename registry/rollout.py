@@ -203,14 +203,17 @@ class Controller:
             raise RolloutError(f"the broker did not acknowledge the command on {topic}")
 
     # -- discovery --------------------------------------------------------------------------------------
-    def discover(self, prefix: str, fleet: str, wait: float = 2.0) -> List[str]:
-        """Devices whose retained ``<prefix>/<device>/model`` names ``fleet``."""
+    def discover(self, prefix: str, fleet: str, quiet: float = 2.0, limit: float = 120.0) -> List[str]:
+        """Devices whose retained ``<prefix>/<device>/model`` names ``fleet``.
+
+        Collects announcements until none has arrived for ``quiet`` seconds (at most ``limit``).
+        """
         self._client.subscribe(f"{prefix}/+/model", qos=1)
         found: Dict[str, str] = {}
-        deadline = time.monotonic() + wait
-        while True:
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
             try:
-                topic, payload = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+                topic, payload = self._events.get(timeout=quiet)
             except queue.Empty:
                 break
             try:
