@@ -35,9 +35,7 @@ class Normalization:
     std: float = 127.5
 
     @classmethod
-    def from_options(
-        cls, preset: Optional[str], mean: Optional[float], std: Optional[float]
-    ) -> Normalization:
+    def from_options(cls, preset: Optional[str], mean: Optional[float], std: Optional[float]) -> Normalization:
         """Build from a preset name (``[-1,1]``, ``[0,1]``, ``[0,255]``) or explicit mean/std.
 
         Raises:
@@ -110,9 +108,7 @@ def batches(images: Sequence[Path], shape: Tuple[int, int, int], norm: Normaliza
         yield norm.apply(load_image(path, (h, w), c))[np.newaxis]
 
 
-def random_batches(
-    count: int, shape: Tuple[int, int, int], norm: Normalization, seed: int = 0
-) -> Iterator[np.ndarray]:
+def random_batches(count: int, shape: Tuple[int, int, int], norm: Normalization, seed: int = 0) -> Iterator[np.ndarray]:
     """Yield ``count`` batches of uniform random pixels (for ``--calib random`` only)."""
     rng = np.random.default_rng(seed)
     for _ in range(count):

@@ -79,18 +79,12 @@ def main(verbose: int) -> None:
     show_default=True,
     help="Folder for *_edgetpu.tflite, the log and the JSON report.",
 )
-@click.option(
-    "-m", "--min-runtime-version", type=int, help="Oldest Edge TPU runtime to support (compiler -m)."
-)
+@click.option("-m", "--min-runtime-version", type=int, help="Oldest Edge TPU runtime to support (compiler -m).")
 @click.option("-a", "--enable-multiple-subgraphs", is_flag=True, help="Compile each subgraph (compiler -a).")
-@click.option(
-    "-d", "--search-delegate", is_flag=True, help="Search for a delegate that compiles (compiler -d)."
-)
+@click.option("-d", "--search-delegate", is_flag=True, help="Search for a delegate that compiles (compiler -d).")
 @click.option("-k", "--delegate-search-step", type=int, help="Step of the -d search (compiler -k).")
 @click.option("-n", "--num-segments", type=int, help="Split into N segments for pipelining (compiler -n).")
-@click.option(
-    "-i", "--intermediate-tensors", help="Comma-separated tensors to end the graph at (compiler -i)."
-)
+@click.option("-i", "--intermediate-tensors", help="Comma-separated tensors to end the graph at (compiler -i).")
 @click.option("-t", "--timeout-sec", type=int, help="Compiler timeout in seconds (compiler -t, default 180).")
 @click.option(
     "--backend",
@@ -140,8 +134,11 @@ def compile_cmd(
     from compiler.cache import CompileCache
 
     for model in models:
-        if model.is_file():
+        try:
             pre = inspect.inspect_file(model)
+        except CompilerError:
+            continue  # compile_models says what is wrong with it
+        else:
             cut = f", cut at operator {pre.cut_index} ({pre.cut_op})" if pre.cut_index is not None else ""
             click.echo(
                 f"pre-flight {model}: {pre.ops_on_edgetpu}/{len(pre.operators)} operations "
@@ -157,6 +154,7 @@ def compile_cmd(
         intermediate_tensors=intermediate_tensors,
         timeout_sec=timeout_sec,
     )
+    run.check_models(models)
     cache = None if no_cache else CompileCache(cache_dir or _default_cache_dir())
     outcome = run.compile_models(models, out_dir, options, edgetpu.find_backend(backend), cache)
     if as_json:
@@ -347,9 +345,7 @@ def _calibration_sets(
         return None, evals, min(count, 100)
     images = calibration.list_images(Path(calib))
     if not images:
-        raise CalibrationError(
-            f"no images in {calib} (looked for {', '.join(sorted(calibration.IMAGE_SUFFIXES))})"
-        )
+        raise CalibrationError(f"no images in {calib} (looked for {', '.join(sorted(calibration.IMAGE_SUFFIXES))})")
     if eval_dir is not None:
         evals = calibration.list_images(eval_dir)
         if not evals:

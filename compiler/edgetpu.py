@@ -32,6 +32,8 @@ EXECUTABLE = "edgetpu_compiler"
 IMAGE = "edgetpu-fleet/compiler:16.0"
 #: Seconds added to the compiler's own ``-t`` before we stop waiting for the process.
 GRACE_SEC = 60
+#: Docker API version used only to check that an engine answers.
+PROBE_API_VERSION = "1.41"
 DEFAULT_TIMEOUT_SEC = 180
 
 INSTALL_HINT = (
@@ -256,11 +258,22 @@ def _docker_unusable_reason() -> str:
     """Why docker cannot be used here ("" when it can)."""
     try:
         import docker
+        import requests
     except ImportError:
         return "the docker Python SDK is not installed"
+    base_url = docker.utils.kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock"
+    socket_path = base_url.split("://", 1)[1] if base_url.startswith(("unix://", "http+unix://")) else ""
+    if socket_path and not Path(socket_path).exists():
+        return f"no docker engine is running (no socket at {socket_path})"
+    client = None
     try:
-        docker.from_env().ping()
-    except docker.errors.DockerException as exc:
+        # A fixed API version: "auto" negotiates inside the constructor, before we could close it.
+        client = docker.from_env(version=PROBE_API_VERSION)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"no docker engine is reachable ({first})"
+    finally:
+        if client is not None:
+            client.close()
     return ""

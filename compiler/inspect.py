@@ -22,6 +22,8 @@ from compiler.tflite import Subgraph, TfliteModel
 from compiler.tflite import read as read_tflite
 
 SCHEMA_VERSION = 1
+#: Status of otherwise mappable operators of a model the compiler refuses as a whole.
+REFUSED = "Not compiled: the model is refused (see problems)"
 
 
 @dataclass
@@ -221,13 +223,12 @@ def analyze(model: TfliteModel, name: str = "model.tflite") -> InspectReport:
                     counted.add(t.buffer)
                     param_bytes += model.buffer_sizes[t.buffer]
         preds.append(
-            OpPrediction(
-                i, code.name, code.version, status, on_tpu, reason, spec.min_runtime if spec else None
-            )
+            OpPrediction(i, code.name, code.version, status, on_tpu, reason, spec.min_runtime if spec else None)
         )
     if problems:  # the compiler refuses the model: nothing maps
         for p in preds:
-            p.on_edgetpu = False
+            if p.on_edgetpu:
+                p.on_edgetpu, p.status, p.reason = False, REFUSED, "the compiler refuses the model"
     return InspectReport(
         model=name,
         quantized=quantized,
@@ -272,12 +273,9 @@ def render(report: InspectReport) -> str:
         detail = f" ({op.reason})" if op.reason and not op.on_edgetpu else ""
         lines.append(f"{op.index:>4}  {op.op:<26} {op.version:>3}  {where:<8} {op.status}{detail}")
     if report.cut_index is not None:
-        lines.append(
-            f"Cut: operator {report.cut_index} ({report.cut_op}) and everything after it run on the CPU"
-        )
+        lines.append(f"Cut: operator {report.cut_index} ({report.cut_op}) and everything after it run on the CPU")
     lines.append(
-        f"Operations on Edge TPU: {report.ops_on_edgetpu}, on CPU: "
-        f"{len(report.operators) - report.ops_on_edgetpu}"
+        f"Operations on Edge TPU: {report.ops_on_edgetpu}, on CPU: {len(report.operators) - report.ops_on_edgetpu}"
     )
     stream = "stream from off-chip memory" if report.streams_parameters else "fit in the on-chip cache"
     lines.append(

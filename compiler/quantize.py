@@ -97,9 +97,7 @@ def load_float_model(source: Path, input_size: Optional[Tuple[int, int]] = None)
         fn, spec = (lambda x: model(x, training=False)), model.inputs[0].shape
         trackable = model
     else:
-        raise ModelSourceError(
-            f"unsupported model {source}: give a .keras or .h5 file or a SavedModel directory"
-        )
+        raise ModelSourceError(f"unsupported model {source}: give a .keras or .h5 file or a SavedModel directory")
     shape = _input_shape(tuple(spec), input_size)
     concrete = tf.function(fn).get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
     return FloatModel(source, shape, concrete, trackable)
@@ -136,9 +134,7 @@ def _refuse_tflite(source: Path) -> None:
     from compiler.inspect import analyze
 
     if analyze(model).quantized:
-        raise ModelSourceError(
-            f"{source} is already integer-quantized: compile it directly (edge-compile {source})"
-        )
+        raise ModelSourceError(f"{source} is already integer-quantized: compile it directly (edge-compile {source})")
     raise ModelSourceError(
         f"{source} is a float .tflite, which TensorFlow cannot re-quantize: give the Keras "
         "(.keras/.h5) or SavedModel it was converted from"

@@ -24,9 +24,7 @@ _VERSION = re.compile(r"Edge TPU Compiler version (\S+)")
 _COMPILED_MS = re.compile(r"Model compiled successfully in (\d+) ms")
 _LOG_ROW = re.compile(r"^(\S+)\s+(\d+)\s+(\S.*?)\s*$")
 _OP_VERSION = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
-_RUNTIME = re.compile(
-    r"requires runtime version \((\d+)\), which is newer than this runtime version \((\d+)\)"
-)
+_RUNTIME = re.compile(r"requires runtime version \((\d+)\), which is newer than this runtime version \((\d+)\)")
 
 
 def parse_size(text: str) -> int:

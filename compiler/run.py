@@ -37,7 +37,26 @@ class CompileOutcome:
     backend: str
 
 
+def check_models(models: Sequence[Path]) -> List[Path]:
+    """The models as paths, after checking each is a readable ``.tflite`` with a unique name.
+
+    Raises:
+        ModelSourceError: no model, a missing or non-``.tflite`` model, or duplicate names.
+    """
+    paths = [Path(m) for m in models]
+    if not paths:
+        raise ModelSourceError("no model given")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ModelSourceError("co-compiled models need different file names")
+    for p in paths:
+        _check_model(p)
+    return paths
+
+
 def _check_model(path: Path) -> None:
+    if path.is_dir():
+        raise ModelSourceError(f"{path} is a folder: quantize the SavedModel first (edge-compile quantize {path})")
     if not path.is_file():
         raise ModelSourceError(f"model not found: {path}")
     with open(path, "rb") as fh:
@@ -64,14 +83,7 @@ def compile_models(
         CompileFailedError (or a subclass): the compiler failed; the message says what to do.
         CompilerUnavailableError: the backend cannot run.
     """
-    paths = [Path(m) for m in models]
-    if not paths:
-        raise ModelSourceError("no model given")
-    stems = [p.stem for p in paths]
-    if len(set(stems)) != len(stems):
-        raise ModelSourceError("co-compiled models need different file names")
-    for p in paths:
-        _check_model(p)
+    paths = check_models(models)
     out_dir = Path(out_dir)
     digests = [sha256_file(p) for p in paths]
     version = backend.version() or "unknown"
@@ -94,9 +106,7 @@ def compile_models(
         out_model = out_dir / f"{path.stem}_edgetpu.tflite"
         out_log = out_dir / f"{path.stem}_edgetpu.log"
         if not out_model.is_file():
-            raise CompileFailedError(
-                f"edgetpu_compiler reported success but wrote no {out_model.name}", stdout
-            )
+            raise CompileFailedError(f"edgetpu_compiler reported success but wrote no {out_model.name}", stdout)
         model.output_model = str(out_model)
         if out_log.is_file():
             model.operation_log = str(out_log)
