@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 EXECUTABLE = "edgetpu_compiler"
 IMAGE = "edgetpu-fleet/compiler:16.0"
+#: edgetpu_compiler exists only for x86-64.
+PLATFORM = "linux/amd64"
 #: Seconds added to the compiler's own ``-t`` before we stop waiting for the process.
 GRACE_SEC = 60
 #: Docker API version used only to check that an engine answers.
@@ -171,7 +173,11 @@ class DockerCompiler:
         log.info("building %s from %s (first use only)", self.image, self.dockerfile)
         try:
             self.client.images.build(
-                fileobj=_build_context(self.dockerfile), custom_context=True, tag=self.image, rm=True
+                fileobj=_build_context(self.dockerfile),
+                custom_context=True,
+                tag=self.image,
+                rm=True,
+                platform=PLATFORM,
             )
         except (docker.errors.BuildError, docker.errors.APIError) as exc:
             raise CompilerUnavailableError(f"cannot build the compiler image {self.image}: {exc}") from exc
@@ -183,6 +189,7 @@ class DockerCompiler:
     def run(self, models: Sequence[Path], out_dir: Path, args: Sequence[str], timeout: float) -> RunResult:
         """Run in a container; model folders mount at /in/N (read-only), ``out_dir`` at /out."""
         import docker
+        import requests
 
         self.ensure_image()
         volumes: Dict[str, Dict[str, str]] = {}
@@ -205,6 +212,7 @@ class DockerCompiler:
             container = self.client.containers.run(
                 self.image,
                 cmd,
+                platform=PLATFORM,
                 volumes=volumes,
                 user=user,
                 working_dir="/out" if models else None,
@@ -215,7 +223,8 @@ class DockerCompiler:
         try:
             try:
                 status = container.wait(timeout=timeout)
-            except Exception:  # requests' ReadTimeout: the container outlived the timeout
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                # the container outlived the timeout
                 container.kill()
                 output = container.logs().decode("utf-8", "replace")
                 return RunResult(
