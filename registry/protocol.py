@@ -179,9 +179,13 @@ def model_message(device: str, fleet: str, active: Optional[Dict[str, str]], **e
 
 
 def parse_model(payload: bytes) -> Dict[str, Any]:
-    """Parse a model announcement; raise ProtocolError if malformed."""
+    """Parse a model announcement; raise ProtocolError if malformed.
+
+    Only ``fleet`` (a string, "" when absent) is required for discovery; the agent adds
+    name, version, digest and backend, the device id is the topic's.
+    """
     data = _load_object(payload, MAX_STATUS_BYTES, "model announcement")
-    if data.get("schema") != MODEL_SCHEMA or not all(isinstance(data.get(k), str)
-                                                     for k in ("device", "fleet", "name", "version")):
-        raise ProtocolError("model announcement has an unknown schema or bad fields")
+    data.setdefault("fleet", "")
+    if not all(isinstance(data.get(k, ""), str) for k in ("fleet", "name", "version")):
+        raise ProtocolError("model announcement has bad fields")
     return data

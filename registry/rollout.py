@@ -220,8 +220,9 @@ class Controller:
                 msg = parse_model(payload)
             except ProtocolError:
                 continue
-            if topic == f"{prefix}/{msg['device']}/model":
-                found[msg["device"]] = msg["fleet"]
+            device = topic[len(prefix) + 1:-len("/model")]
+            if topic.startswith(f"{prefix}/") and device and "/" not in device:
+                found[device] = msg["fleet"]
         self._client.unsubscribe(f"{prefix}/+/model")
         return sorted(d for d, f in found.items() if f == fleet)
 
