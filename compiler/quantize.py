@@ -1,7 +1,8 @@
 """Full-integer post-training quantization with TensorFlow, and a fidelity check after it.
 
-Sources: a Keras model file (``.keras``, ``.h5``) or a SavedModel directory (including one
-downloaded from TF Hub / Kaggle Models). The batch dimension is fixed to 1 before
+Sources: a Keras model file (``.keras``, ``.h5``), a SavedModel directory (including one
+downloaded from TF Hub / Kaggle Models), or a float ``.tflite`` that still has float32
+weights (see :mod:`compiler.tflite_source`). The batch dimension is fixed to 1 before
 conversion, since ``edgetpu_compiler`` refuses dynamic-sized tensors. TensorFlow is
 imported inside the functions that need it.
 """
@@ -9,13 +10,12 @@ imported inside the functions that need it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from compiler import tflite
 from compiler.calibration import Normalization, batches
 from compiler.errors import ModelSourceError, QuantizationError
 
@@ -45,11 +45,21 @@ class FloatModel:
 
     source: Path
     input_shape: Shape
-    concrete_function: Any
-    trackable: Any
+    concrete_function: Any = None
+    tflite_bytes: Optional[bytes] = None
+    #: The loaded Keras model / SavedModel: it owns the variables the function reads.
+    owner: Any = field(default=None, repr=False)
+
+    _runner: Any = field(default=None, repr=False)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Float scores for one batch, as a numpy array."""
+        if self.tflite_bytes is not None:
+            from compiler.tflite_source import FloatTfliteRunner
+
+            if self._runner is None:
+                self._runner = FloatTfliteRunner(self.tflite_bytes)
+            return np.asarray(self._runner(batch))
         import tensorflow as tf
 
         return np.asarray(self.concrete_function(tf.constant(batch)))
@@ -77,7 +87,12 @@ def load_float_model(source: Path, input_size: Optional[Tuple[int, int]] = None)
     if not source.exists():
         raise ModelSourceError(f"model not found: {source}")
     if source.suffix == ".tflite":
-        _refuse_tflite(source)
+        from compiler.tflite_source import check_float_tflite
+
+        shape = check_float_tflite(source)
+        if input_size is not None and input_size != shape[:2]:
+            raise ModelSourceError(f"{source} has a fixed input of {shape[0]}x{shape[1]}; drop --input-size")
+        return FloatModel(source, shape, tflite_bytes=source.read_bytes())
     import tensorflow as tf
 
     if source.is_dir():
@@ -88,19 +103,19 @@ def load_float_model(source: Path, input_size: Optional[Tuple[int, int]] = None)
         except (OSError, ValueError, tf.errors.OpError) as exc:
             raise ModelSourceError(f"cannot load SavedModel {source}: {exc}") from exc
         fn, spec = _saved_model_callable(loaded, source)
-        trackable = loaded
+        owner: Any = loaded
     elif source.suffix in (".keras", ".h5"):
         try:
             model = tf.keras.models.load_model(str(source), compile=False)
         except (OSError, ValueError, TypeError) as exc:
             raise ModelSourceError(f"cannot load Keras model {source}: {exc}") from exc
         fn, spec = (lambda x: model(x, training=False)), model.inputs[0].shape
-        trackable = model
+        owner = model
     else:
         raise ModelSourceError(f"unsupported model {source}: give a .keras or .h5 file or a SavedModel directory")
     shape = _input_shape(tuple(spec), input_size)
     concrete = tf.function(fn).get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
-    return FloatModel(source, shape, concrete, trackable)
+    return FloatModel(source, shape, concrete, owner=owner)
 
 
 def _saved_model_callable(loaded: Any, source: Path) -> Tuple[Callable[[Any], Any], Sequence[Any]]:
@@ -128,19 +143,6 @@ def _saved_model_callable(loaded: Any, source: Path) -> Tuple[Callable[[Any], An
     raise ModelSourceError(f"{source}: no serving_default signature or image __call__ to quantize")
 
 
-def _refuse_tflite(source: Path) -> None:
-    """A .tflite cannot be re-quantized faithfully: say what to give instead."""
-    model = tflite.read(source)
-    from compiler.inspect import analyze
-
-    if analyze(model).quantized:
-        raise ModelSourceError(f"{source} is already integer-quantized: compile it directly (edge-compile {source})")
-    raise ModelSourceError(
-        f"{source} is a float .tflite, which TensorFlow cannot re-quantize: give the Keras "
-        "(.keras/.h5) or SavedModel it was converted from"
-    )
-
-
 def convert(
     model: FloatModel,
     calibration: Iterable[np.ndarray],
@@ -160,6 +162,10 @@ def convert(
 
     if io_type not in ("uint8", "int8"):
         raise QuantizationError(f"io type must be uint8 or int8, not {io_type!r}")
+    if model.tflite_bytes is not None:
+        from compiler.tflite_source import calibrate
+
+        return calibrate(model.tflite_bytes, calibration, io_type, model.source)
 
     def representative() -> Iterable[List[np.ndarray]]:
         for batch in calibration:

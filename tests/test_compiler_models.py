@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from compiler import calibration, tflite
 from compiler.cli import main
 from compiler.errors import CalibrationError, ModelSourceError
+from compiler.inspect import inspect_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE_VERSION = "5"
@@ -234,11 +235,38 @@ def test_quantize_with_random_calibration_warns_accuracy_is_meaningless(
 
 
 @pytest.mark.slow
-def test_quantize_explains_which_source_to_give_for_a_tflite(compiler_models: Dict[str, Path]) -> None:
+def test_float_tflite_with_float32_weights_is_quantized(
+    compiler_models: Dict[str, Path], digit_images: Path, tmp_path: Path
+) -> None:
     from compiler import quantize
 
-    with pytest.raises(ModelSourceError, match="Keras .* or SavedModel"):
-        quantize.load_float_model(compiler_models["float"])
+    evals = _write_digit_pngs(tmp_path / "eval", 3, size=16)
+    images = calibration.list_images(digit_images)
+    result = quantize.quantize(
+        compiler_models["float"], tmp_path / "f_int8.tflite", images[:4], calibration.list_images(evals),
+        calibration.Normalization(),
+    )
+    assert result.input_shape == (16, 16, 3)
+    assert result.fidelity is not None and result.fidelity.images == 3
+    report = inspect_file(result.output)
+    assert report.quantized and report.compilable
+
+
+@pytest.mark.slow
+def test_tflite_that_cannot_be_requantized_names_the_source_to_give(
+    compiler_models: Dict[str, Path], tmp_path: Path
+) -> None:
+    import tensorflow as tf
+
+    from compiler import quantize
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(_small_net(lambda x: x))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    fp16 = tmp_path / "fp16.tflite"
+    fp16.write_bytes(conv.convert())
+    with pytest.raises(ModelSourceError, match=r"FLOAT16 weights .* Keras \(.keras/.h5\) or SavedModel"):
+        quantize.load_float_model(fp16)
     with pytest.raises(ModelSourceError, match="already integer-quantized"):
         quantize.load_float_model(compiler_models["mobilenet_int8"])
 
