@@ -67,22 +67,27 @@ class Normalization:
 
 
 def resize(image: np.ndarray, size: Tuple[int, int], keep_aspect: bool = False) -> np.ndarray:
-    """Resize an RGB uint8 image to ``size`` = (width, height).
+    """Resize an RGB uint8 image to ``size`` = (width, height), bilinear without antialiasing.
 
+    That is what TensorFlow's ``tf.image.resize`` and Keras' ``Resizing`` layer do by
+    default, so it matches how most models were trained, and it costs a tenth of an
+    antialiased resize (it matters on a board whose cores also run the interpreter).
     With ``keep_aspect`` the image is scaled to fit and padded with black at the
-    right and bottom (the padding Coral's detection examples use).
+    right and bottom.
     """
+    import cv2
+
     width, height = size
     h, w = image.shape[:2]
     if (w, h) == (width, height):
         return image
-    pil = Image.fromarray(image)
     if not keep_aspect:
-        return np.asarray(pil.resize((width, height), Image.BILINEAR))
+        return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR))
     scale = min(width / w, height / h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     canvas = np.zeros((height, width, image.shape[2]), dtype=np.uint8)
-    canvas[:new_h, :new_w] = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR).reshape(
+        new_h, new_w, image.shape[2])
     return canvas
 
 
@@ -115,7 +120,7 @@ def preprocess(image: np.ndarray, size: Tuple[int, int], channels: int, dtype: t
     """RGB uint8 image (H, W, 3) -> input tensor (1, height, width, channels) of ``dtype``."""
     pixels = resize(image, size, keep_aspect)
     if channels == 1:
-        pixels = np.asarray(Image.fromarray(pixels).convert("L"))[..., None]
+        pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).convert("L"))[..., None]
     return quantize_input(pixels, dtype, quant, norm)[None]
 
 

@@ -14,14 +14,19 @@ Usage: .venv/bin/python scripts/make_demo_model.py
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_agent.classify import resize  # noqa: E402
+
 SIZE = 32
-SAMPLE_SIZE = 128  # sample images are larger than the model input, so the demo exercises resizing
+SAMPLE_SIZE = 64  # sample images are larger than the model input, so the demo exercises resizing
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -60,7 +65,7 @@ def main() -> None:
     # Train on both what the agent sees for the large sample images (resized to the input
     # size) and the digits scaled straight to the input size, so neither path is a surprise.
     big, y = digits_as_rgb(SAMPLE_SIZE)
-    x = np.stack([np.asarray(Image.fromarray(b).resize((SIZE, SIZE), Image.BILINEAR)) for b in big])
+    x = np.stack([resize(b, (SIZE, SIZE)) for b in big])  # exactly the agent's pre-processing
     direct, _ = digits_as_rgb(SIZE)
     rng = np.random.default_rng(7)
     order = rng.permutation(len(x))
