@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -161,6 +162,14 @@ class VideoCapture(Source):
             self._cap = None
 
 
+def redact_url(url: str) -> str:
+    """The URL without its ``user:password@`` part, for logs and result payloads."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def _camera_index(spec: str) -> Optional[int]:
     if spec == "cam":
         return 0
@@ -187,7 +196,7 @@ def open_source(spec: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
             raise InputError(f"camera {device} not found (is it connected? see `ls /dev/video*`)")
         return VideoCapture(cam, name=device, live=True)
     if spec.lower().startswith(STREAM_SCHEMES):
-        return VideoCapture(spec, name=spec.split("@")[-1], live=True)
+        return VideoCapture(spec, name=redact_url(spec), live=True)
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
