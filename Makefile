@@ -32,19 +32,10 @@ venv: $(VENV)/.base ## create the virtualenv with the agent only (no TensorFlow)
 venv-dev: $(VENV)/.dev ## the virtualenv with the compiler, registry and test extras
 
 system-deps: ## install Mosquitto and the CNCF registry with apt-get when missing (needs root)
-	@missing=""; \
-	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
-	test -x /usr/bin/docker-registry || missing="$$missing docker-registry"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing$$missing with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else \
-	    echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; \
-	  fi; \
-	fi
+	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 demo: $(VENV)/.base ## classify the bundled sample images with the bundled model (and publish to MQTT)
+	@bash scripts/system-deps.sh mosquitto
 	$(PY) scripts/demo.py $(ARGS)
 
 test: system-deps $(VENV)/.dev ## install everything and run the whole test suite
