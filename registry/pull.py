@@ -8,7 +8,8 @@ Device side: needs only the standard library and :mod:`cryptography`. Two source
   including the anonymous bearer-token handshake used by public registries.
 
 Every file is streamed with a length cap (a server that sends more than the signed
-size is cut off), a read timeout, and resumption from a ``.part`` file (HTTP
+size is cut off), a read timeout, a time budget (120 s plus 20 kB/s of its size, so a
+server cannot drip bytes forever), and resumption from a ``.part`` file (HTTP
 ``Range``). Nothing reaches the target directory before the signature, sizes and
 sha256 of every file have been checked.
 """
@@ -23,6 +24,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,6 +48,8 @@ from registry.signing import TrustedKeys, verify_envelope
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+MIN_SECONDS = 120.0  # every file gets this long, plus its size at MIN_RATE bytes/s
+MIN_RATE = 20_000.0
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
 Progress = Callable[[int], None]
@@ -226,7 +230,10 @@ def _download_file(source: Source, name: str, version: str, entry: FileEntry, pa
                    progress: Optional[Progress], attempts: int) -> int:
     """Fill ``part`` with ``entry``; resume what is there. Returns bytes transferred."""
     transferred = 0
+    # a server that drips bytes just fast enough to dodge the read timeout is cut off too
+    budget = MIN_SECONDS + entry.size / MIN_RATE
     for attempt in range(attempts):
+        deadline = time.monotonic() + budget
         have = part.stat().st_size if part.exists() else 0
         if have > entry.size:
             part.unlink()
@@ -239,13 +246,17 @@ def _download_file(source: Source, name: str, version: str, entry: FileEntry, pa
                 out.seek(start)
                 out.truncate()
                 pos = start
+                read = getattr(stream, "read1", stream.read)  # returns what has arrived, not a full chunk
                 while True:
-                    chunk = stream.read(CHUNK)
+                    chunk = read(CHUNK)
                     if not chunk:
                         break
                     if pos + len(chunk) > entry.size:
                         raise DownloadError(f"{entry.path}: the server sent more than the signed size of "
                                             f"{entry.size} bytes")
+                    if time.monotonic() > deadline:
+                        raise DownloadError(f"{entry.path}: the server is too slow ({pos} of {entry.size} "
+                                            f"bytes after {budget:.0f} s)")
                     out.write(chunk)
                     pos += len(chunk)
                     transferred += len(chunk)

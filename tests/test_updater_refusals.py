@@ -306,3 +306,41 @@ def test_server_streaming_far_more_than_declared_is_cut_off(
         server.server_close()
     parts = list((device.updater.state.root / "downloads").glob("*"))
     assert all(p.stat().st_size <= len(MODEL) for p in parts)
+
+
+class DrippingBlobs(EndlessBlobs):
+    """Serves the signed manifest, then the model one byte at a time, slowly."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        digest = "sha256:" + hashlib.sha256(self.envelope).hexdigest()
+        if "/manifests/" in self.path or self.path.endswith(digest):
+            super().do_GET()
+            return
+        self.send_response(200)
+        self.end_headers()
+        try:
+            for _ in range(400):  # at most 400 bytes over ~20 s, then stop by itself
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+
+def test_server_dripping_bytes_is_cut_off_by_the_time_budget(
+        tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device], monkeypatch: pytest.MonkeyPatch) -> None:
+    import registry.pull
+
+    key, store, device = setup
+    monkeypatch.setattr(registry.pull, "MIN_SECONDS", 0.5)
+    push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
+    DrippingBlobs.envelope = store.envelope("digits", "3")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DrippingBlobs)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"oci://127.0.0.1:{server.server_address[1]}/models"
+        refused(device, command(key, "3", url), "failed", "too slow")
+    finally:
+        server.shutdown()
+        server.server_close()
