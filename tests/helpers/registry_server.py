@@ -7,8 +7,8 @@ process is stopped by PID. Used by the OCI store tests and ``bench/rollout.py``.
 from __future__ import annotations
 
 import subprocess
-import urllib.request
 import time
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +36,7 @@ class RegistryServer:
         """The ``oci://`` store URL for repository prefix ``repo``."""
         return f"oci://{self.host}/{repo}"
 
-    def start(self) -> "RegistryServer":
+    def start(self) -> RegistryServer:
         if not BINARY.exists():
             raise RuntimeError("docker-registry is not installed: run `make test` as root or "
                                "`apt-get install docker-registry`")
@@ -78,7 +78,7 @@ class RegistryServer:
             self.proc.wait(timeout=5)
         self.proc = None
 
-    def __enter__(self) -> "RegistryServer":
+    def __enter__(self) -> RegistryServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
