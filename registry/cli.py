@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 
 import click
 
-from registry.errors import RegistryError, RolloutError
+from registry.errors import NotFound, RegistryError, RolloutError
 from registry.manifest import parse_ref
 from registry.pull import open_source, pull_release
 from registry.release import build_manifest, find_release_files, push_release
@@ -244,7 +244,7 @@ broker_option = click.option("--broker", default=None, metavar="mqtt://HOST:PORT
 
 
 @main.command()
-@click.argument("ref", metavar="NAME:VERSION", required=False)
+@click.argument("ref", metavar="NAME:VERSION|NAME:stable", required=False)
 @click.option("--fleet", help="devices whose retained <prefix>/<device>/model names this fleet")
 @click.option("--devices", help="comma-separated device ids (instead of --fleet)")
 @click.option("--canary", "canary_pct", type=float, default=10.0, show_default=True,
@@ -284,10 +284,16 @@ def rollout(ref: Optional[str], fleet: Optional[str], devices: Optional[str], ca
     else:
         if not ref or bool(fleet) == bool(devices):
             raise click.UsageError("give NAME:VERSION and exactly one of --fleet or --devices")
-        name, version = _full_ref(ref)
+        name, _, tag = ref.partition(":")
+        if not tag:
+            raise click.BadParameter("give NAME:VERSION, NAME:canary or NAME:stable", param_hint="REF")
         store = open_store(store_url)
-        if version not in store.versions(name):
-            raise click.ClickException(f"{name}:{version} is not in {store.url}: push it first")
+        try:
+            version = store.resolve(name, tag)
+        except NotFound as exc:
+            raise click.ClickException(f"{exc}: push it first") from exc
+        if version in store.yanked(name):
+            raise click.ClickException(f"{name}:{version} is yanked: it cannot be rolled out")
         state = None
     controller.connect()
     try:

@@ -207,6 +207,10 @@ def test_rollout_cli_errors_are_one_line(tmp_path: Path, keys: Tuple[Ed25519Priv
     missing = CliRunner().invoke(main, ["rollout", "digits:7", "--devices", "a", "--key",
                                         str(tmp_path / "keys" / "signing.key"), "--store", store.url])
     assert missing.exit_code == 1 and "push it first" in missing.output
+    open_store(store.url).yank("digits", "1")
+    yanked = CliRunner().invoke(main, ["rollout", "digits:1", "--devices", "a", "--key",
+                                       str(tmp_path / "keys" / "signing.key"), "--store", store.url])
+    assert yanked.exit_code == 1 and "is yanked" in yanked.output
     nothing = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path / "none")])
     assert nothing.exit_code == 1 and "no rollout recorded" in nothing.output
 
