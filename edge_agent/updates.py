@@ -51,6 +51,8 @@ class UpdatesConfig:
         if self.enabled and self.trust is None:
             raise ConfigError("updates.trust is required when updates are enabled: the signing.pub "
                               "whose releases this device accepts")
+        if self.enabled and self.trust is not None and not self.trust.exists():
+            raise ConfigError(f"updates.trust: {self.trust} does not exist")
         if not _FLEET_RE.match(self.fleet):
             raise ConfigError(f"updates.fleet must be letters, digits, '_', '.' or '-', got {self.fleet!r}")
         if self.health_inferences < 1:
