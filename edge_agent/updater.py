@@ -34,7 +34,7 @@ from edge_agent.errors import UpdateError
 from edge_agent.releases import ActiveRelease, Pointer, ReleaseState
 from edge_agent.validate import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, validate_model
 from registry.errors import ManifestError, RegistryError, VerificationError
-from registry.manifest import Manifest, version_key
+from registry.manifest import version_key
 from registry.protocol import Command, model_message, parse_command, status_message
 from registry.pull import open_source, pull_release
 from registry.signing import TrustedKeys
@@ -135,7 +135,11 @@ class Updater:
 
     # -- one command --------------------------------------------------------------------------------
     def process(self, payload: bytes) -> Optional[Dict[str, Any]]:
-        """Handle one command synchronously and return its final status (None if ignored)."""
+        """Handle one command synchronously and return its final status (None if already handled).
+
+        The worker thread calls this for every queued command; call it directly only when
+        the worker is not running (tests, one-shot tools).
+        """
         try:
             command = parse_command(payload, self.trusted)
         except RegistryError as exc:
@@ -194,13 +198,8 @@ class Updater:
     def _fetch(self, command: Command, current: Optional[Pointer]) -> ActiveRelease:
         """Download (or reuse) and verify the release named by ``command``."""
         directory = self.state.release_dir(command.name, command.version)
-
-        def refuse_older(manifest: Manifest) -> None:
-            if (current and current["name"] == manifest.name and not command.allow_downgrade
-                    and version_key(manifest.version) <= version_key(current["version"])):
-                raise VerificationError(f"{manifest.ref} is not newer than the active {current['version']} "
-                                        "(replayed or older release)")
-
+        # the signed manifest must name this very version (checked in pull_release), so comparing
+        # the command's version refuses a replayed or older release before anything is fetched
         if current and current["name"] == command.name and not command.allow_downgrade \
                 and version_key(command.version) <= version_key(current["version"]):
             raise VerificationError(f"{command.name}:{command.version} is not newer than the active "
@@ -222,7 +221,7 @@ class Updater:
 
         result = pull_release(source, command.name, command.version, self.trusted, directory,
                               self.state.downloads_dir, runtime_version=self.runtime_version,
-                              on_manifest=refuse_older, progress=on_chunk)
+                              progress=on_chunk)
         self._step("verify")
         self._status("verifying", command, bytes=result.bytes_downloaded)
         return self.state.load({"name": command.name, "version": command.version})

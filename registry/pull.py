@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Callable, Dict, Optional, Protocol, Tuple
 
-from registry.errors import DownloadError, NotFound, RegistryError, StoreError, VerificationError
+from registry.errors import DownloadError, NotFound, StoreError, VerificationError
 from registry.manifest import (
     ENVELOPE_NAME,
     MAX_ENVELOPE_BYTES,
@@ -361,5 +361,5 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["LocalSource", "OciSource", "PullResult", "RegistryError", "open_source", "pull_release",
-           "check_manifest", "install_verified", "fsync_dir"]
+__all__ = ["LocalSource", "OciSource", "PullResult", "open_source", "pull_release", "check_manifest",
+           "install_verified", "fsync_dir"]
