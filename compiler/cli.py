@@ -139,6 +139,13 @@ def compile_cmd(
         except CompilerError:
             continue  # compile_models says what is wrong with it
         else:
+            if min_runtime_version is not None and pre.min_runtime > min_runtime_version:
+                newer = sorted({o.op for o in pre.operators if (o.min_runtime or 10) > min_runtime_version})
+                click.echo(
+                    f"warning: {', '.join(newer)} need Edge TPU runtime {pre.min_runtime}; "
+                    f"with -m {min_runtime_version} they may stay on the CPU",
+                    err=True,
+                )
             cut = f", cut at operator {pre.cut_index} ({pre.cut_op})" if pre.cut_index is not None else ""
             click.echo(
                 f"pre-flight {model}: {pre.ops_on_edgetpu}/{len(pre.operators)} operations "

@@ -133,7 +133,7 @@ def _model_problems(model: TfliteModel, quantized: bool) -> List[str]:
     if not quantized:
         problems.append(
             "Model not quantized: the Edge TPU needs full-integer (int8) quantization; "
-            "run `edge-compile quantize` on the Keras or SavedModel source"
+            "run `edge-compile quantize` on it or on its Keras/SavedModel source"
         )
     for code in model.operator_codes:
         if code.builtin_code == 32:  # CUSTOM ops are passed through to the CPU
@@ -143,9 +143,10 @@ def _model_problems(model: TfliteModel, quantized: bool) -> List[str]:
             continue
         limit = rules.max_version(code.name)
         if limit is not None and code.version > limit:
+            advice = rules.version_advice(code.name, code.version)
             problems.append(
                 f"Didn't find op for builtin opcode '{code.name}' version '{code.version}': "
-                f"the compiler parses up to version {limit}"
+                f"the compiler parses up to version {limit}" + (f"; {advice}" if advice else "")
             )
     if model.subgraphs and any(t.is_dynamic for t in model.subgraphs[0].tensors):
         problems.append(

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from compiler import errors
+from compiler import errors, rules
 from compiler.inspect import format_size
 
 SCHEMA_VERSION = 1
@@ -146,17 +146,20 @@ def diagnose(output: str, timeout_sec: Optional[int] = None) -> errors.CompileFa
     m = _OP_VERSION.search(output)
     if m:
         op, version = m.group(1), m.group(2)
+        advice = rules.version_advice(op, int(version))
         return errors.OpVersionError(
             f"edgetpu_compiler 16 cannot parse {op} version {version}, which a newer TensorFlow "
-            "converter emitted: re-quantize the Keras/SavedModel source with `edge-compile quantize` "
-            "(TensorFlow 2.21, pinned by this project, emits versions it parses for common image "
-            "classifiers) or replace the layer; `edge-compile inspect` lists every op version",
+            "converter emitted: "
+            + (f"{advice}; " if advice else "")
+            + "re-quantize the Keras/SavedModel source with `edge-compile quantize` "
+            "(TensorFlow 2.21, pinned by this project, emits versions it parses for the usual image "
+            "classifier layers) or replace the layer; `edge-compile inspect` lists every op version",
             output,
         )
     if "Model not quantized" in output:
         return errors.NotQuantizedError(
             "the model is not quantized: the Edge TPU needs full-integer (int8) quantization; "
-            "run `edge-compile quantize MODEL --calib IMAGES` on its Keras or SavedModel source",
+            "run `edge-compile quantize MODEL --calib IMAGES` on the float model or its Keras/SavedModel source",
             output,
         )
     if "dynamic-sized tensors" in output:

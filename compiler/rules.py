@@ -27,7 +27,7 @@ reports what it actually did.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 #: The Edge TPU's on-chip memory for caching parameters is about 8 MiB; parameters
 #: beyond what fits stream from off-chip memory on every inference.
@@ -35,9 +35,6 @@ ON_CHIP_PARAMETER_CACHE_BYTES = 8 * 1024 * 1024
 
 #: The compiler version whose limits this table describes.
 COMPILER_VERSION = "16.0.384591198"
-
-#: Edge TPU runtime version a model compiled by compiler 16 requires by default (-m lowers it).
-DEFAULT_RUNTIME_VERSION = 14
 
 # Statuses, in the compiler's own words where it has them (its ``_edgetpu.log``).
 MAPPED = "Mapped to Edge TPU"
@@ -136,9 +133,20 @@ QUANTIZED_TYPES = frozenset({"INT8", "UINT8"})
 #: Constant tensor types allowed beside them (biases and shape/axis operands).
 CONSTANT_TYPES = frozenset({"INT8", "UINT8", "INT32", "INT64"})
 
-#: TensorFlow versions whose converter emits op versions compiler 16 parses for common
-#: image classifiers (checked for MobileNetV2 in this project's tests).
-COMPATIBLE_TENSORFLOW = "TensorFlow 2.21 (this project's pin)"
+
+#: Layers known (checked with TensorFlow 2.21) to produce an operator version compiler 16
+#: cannot parse, and what to do instead.
+VERSION_CAUSES: Dict[Tuple[str, int], str] = {
+    ("CONV_2D", 6): "a grouped convolution (Conv2D with groups > 1) is written as CONV_2D 6: "
+    "use groups=1, or a depthwise + pointwise pair",
+    ("EXP", 2): "an int8 exponential (e.g. a Keras 'exponential' activation) is written as EXP 2: "
+    "replace the layer or keep it out of the quantized model",
+}
+
+
+def version_advice(op_name: str, version: int) -> str:
+    """What to do about ``op_name`` at ``version`` ("" when nothing specific is known)."""
+    return VERSION_CAUSES.get((op_name, version), "")
 
 
 def max_version(op_name: str) -> Optional[int]:

@@ -145,6 +145,7 @@ def test_co_compilation_reports_each_model(
     [
         ("float", "", "not quantized"),
         ("exp_int8", "", "cannot parse EXP version 2"),
+        ("grouped_int8", "", "groups=1"),
         ("dynamic_int8", "", "fixed batch of 1"),
         ("mobilenet_int8", "internal", "internal error"),
         ("mobilenet_int8", "timeout", "ran out of time (5 s)"),

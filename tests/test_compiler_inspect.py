@@ -143,3 +143,13 @@ def test_inspect_does_not_import_tensorflow() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_grouped_convolution_is_flagged_with_what_to_change(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+    report = inspect_file(compiler_models["grouped_int8"])
+    assert not report.compilable
+    (problem,) = report.problems
+    assert "'CONV_2D' version '6'" in problem and "groups=1" in problem
+    grouped = [op for op in report.operators if op.op == "CONV_2D" and op.version == 6]
+    assert grouped and grouped[0].status == rules.VERSION_NOT_SUPPORTED

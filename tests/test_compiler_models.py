@@ -109,7 +109,9 @@ def _build_all(cache: Path) -> Dict[str, Path]:
     layers = tf.keras.layers
     paths = {
         name: cache / f"{name}.tflite"
-        for name in ("mobilenet_int8", "float", "leaky_int8", "rank5_int8", "dynamic_int8", "exp_int8")
+        for name in (
+            "mobilenet_int8", "float", "leaky_int8", "rank5_int8", "dynamic_int8", "exp_int8", "grouped_int8"
+        )
     }
     keras_path = cache / "mobilenet.keras"
     if not keras_path.exists():
@@ -127,6 +129,7 @@ def _build_all(cache: Path) -> Dict[str, Path]:
         ),
         "dynamic_int8": (lambda: _small_net(lambda x: x), True, False),
         "exp_int8": (lambda: _small_net(layers.Activation("exponential")), True, True),
+        "grouped_int8": (lambda: _small_net(layers.Conv2D(8, 3, groups=2, padding="same")), True, True),
     }
     for name, (make, quantize, fixed) in recipes.items():
         if not paths[name].exists():
