@@ -32,12 +32,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from .broker import Backoff, Topics, parse_broker_url
 from .config import MqttConfig
 from .errors import ConfigError, PublishError
-from .outbox import Outbox
+from .outbox import Message, Outbox
 
 log = logging.getLogger(__name__)
 
 #: handler for an incoming control message: (topic, payload bytes) -> None
 MessageHandler = Callable[[str, bytes], None]
+_DELETE_BATCH = 500  # acknowledged rows deleted per commit at most ...
+_DELETE_INTERVAL = 0.1  # ... and at least this often (s); a crash in between only resends them
+_FRESH_MAX = 10_000  # messages handed over in memory; past this the publisher reads the outbox
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
 
 
@@ -85,6 +88,9 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._acked: Deque[Tuple[int, bool]] = collections.deque()  # (mid, refused) from the network thread
+        self._fresh: Deque[Message] = collections.deque()  # committed, not yet handed to paho
+        self._fresh_overflow = False
+        self._backlog = True
         self._connected = threading.Event()
         self._connack: Optional[Any] = None
         self._state = "new"
@@ -230,7 +236,13 @@ class MqttPublisher:
         Never waits for the network. Returns the outbox sequence number; raises
         ``sqlite3.Error`` only when the disk refuses the write.
         """
-        seq = self.outbox.put(topic, payload, self.config.qos if qos is None else qos)
+        qos = self.config.qos if qos is None else qos
+        seq = self.outbox.put(topic, payload, qos)
+        # Hand the committed message to the publisher in memory too, so it need not read it back.
+        if len(self._fresh) < _FRESH_MAX:
+            self._fresh.append(Message(seq, topic, payload, qos, False))
+        else:
+            self._fresh_overflow = True  # the publisher reads the outbox instead
         self._wake.set()
         return seq
 
@@ -241,37 +253,60 @@ class MqttPublisher:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def _next_batch(self, last_seq: int, room: int) -> List[Message]:
+        """Up to ``room`` messages after ``last_seq``: from memory when caught up, else the outbox.
+
+        Every committed message is either in ``_fresh`` or was committed before the last outbox
+        read that came back short, so reading the outbox until it comes back short, then
+        switching to ``_fresh`` (skipping what was already read) misses nothing.
+        """
+        if self._backlog or self._fresh_overflow:
+            self._fresh_overflow = False
+            rows = self.outbox.peek(last_seq, room)
+            self._backlog = len(rows) == room
+            return rows
+        batch: List[Message] = []
+        while self._fresh and len(batch) < room:
+            msg = self._fresh.popleft()
+            if msg.seq > last_seq:
+                batch.append(msg)
+        return batch
+
     def _run_publisher(self) -> None:
         inflight: Dict[int, int] = {}  # paho mid -> outbox seq; touched by this thread only
+        done: List[int] = []  # acknowledged, deleted from the outbox in batches (fewer commits)
+        flush_at = 0.0
         last_seq = 0
+        self._backlog = True  # start by sending what an earlier run left in the outbox
         while True:
-            done: List[int] = []
             while self._acked:
                 mid, refused = self._acked.popleft()
                 seq = inflight.pop(mid, None)
                 if seq is not None:
                     done.append(seq)
-                    if refused:
-                        self.refused += 1
+                    self.refused += refused
             if self._stop_publishing.is_set():
                 self.outbox.delete(done)
                 return
             room = self._window - len(inflight)
-            rows = self.outbox.peek(last_seq, room) if room > 0 and self._connected.is_set() else []
+            rows = self._next_batch(last_seq, room) if room > 0 and self._connected.is_set() else []
             for msg in rows:
                 info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-                if msg.qos == 0:
-                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        break  # not connected after all: retry the row later
+                if msg.qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                     done.append(msg.seq)  # at most once: handed to the network
-                elif info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                elif msg.qos > 0 and info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                     inflight[info.mid] = msg.seq  # paho resends it after a reconnect
                 else:
+                    self._backlog = True  # not sent: read it (and what follows) from the outbox again
                     break
                 last_seq = msg.seq
-            self.outbox.delete(done)
+            now = time.monotonic()
+            if done and (len(done) >= _DELETE_BATCH or now >= flush_at or not (rows or inflight)):
+                self.outbox.delete(done)
+                done = []
+                flush_at = now + _DELETE_INTERVAL
             if not rows:
-                self._wake.wait(0.5)
+                self._wake.wait(_DELETE_INTERVAL if done else 0.5)
                 self._wake.clear()
 
     # ---- network thread and paho callbacks --------------------------------------------------

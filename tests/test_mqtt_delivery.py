@@ -83,7 +83,9 @@ def test_thousand_results_survive_a_broker_restart(mosquitto: Mosquitto, outbox:
 
 def test_results_queued_while_broker_is_down_at_startup_are_delivered_later(tmp_path: Path,
                                                                            outbox: Outbox) -> None:
-    broker = Mosquitto(tmp_path / "late")  # a port nobody listens on yet
+    broker = Mosquitto(tmp_path / "late").start()
+    sub = Subscriber(broker.host, broker.port, "edgetpu/#")  # a persistent session, kept while down
+    broker.stop()
     publisher = make_publisher(broker, outbox)
     publisher.start()  # does not raise: the agent starts and queues
     try:
@@ -92,10 +94,9 @@ def test_results_queued_while_broker_is_down_at_startup_are_delivered_later(tmp_
             publisher.enqueue(publisher.topics.classification, json.dumps(r.to_payload()).encode())
         assert len(outbox) == 20
         broker.start()
-        sub = Subscriber(broker.host, broker.port, "edgetpu/#")
         assert sub.wait_until(lambda s: len(set(classification_ids(s))) == 20)
-        sub.close()
     finally:
+        sub.close()
         publisher.stop()
         broker.stop()
     assert {r.message_id for r in results} == set(classification_ids(sub))

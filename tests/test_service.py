@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List
 
 import pytest
 from helpers.mosquitto import Mosquitto
@@ -154,19 +154,18 @@ def test_sigterm_flushes_publishes_offline_and_exits_cleanly(mosquitto: Mosquitt
 
 def test_agent_starts_and_queues_when_the_broker_is_down(tmp_path: Path, agent_env: Dict[str, str],
                                                          agents: List[AgentProcess]) -> None:
-    down = Mosquitto(tmp_path / "down")  # its port has no listener yet
+    down = Mosquitto(tmp_path / "down").start()
+    sub = Subscriber(down.host, down.port, "edgetpu/cam1/classification")  # persistent session
+    down.stop()
     agent_env["EDGE_AGENT_MQTT_URL"] = down.url
-    agent = start_agent(agents, agent_env, "--count", "30", "--hold")
-    assert agent.done.wait(60), agent.stderr()
-    down.start()
-    sub: Optional[Subscriber] = None
     try:
-        sub = Subscriber(down.host, down.port, "edgetpu/cam1/classification")
+        agent = start_agent(agents, agent_env, "--count", "30", "--hold")
+        assert agent.done.wait(60), agent.stderr()
+        down.start()
         assert sub.wait_until(lambda s: set(classification_ids(s)) == set(agent.produced))
         agent.proc.send_signal(signal.SIGTERM)
         assert agent.finish() == 0
         assert "unreachable" in agent.stderr()
     finally:
-        if sub is not None:
-            sub.close()
+        sub.close()
         down.stop()

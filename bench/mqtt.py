@@ -1,0 +1,228 @@
+"""Benchmark: the cost of publishing every result over MQTT, side by side in one run.
+
+Against a local Mosquitto started here (on a free loopback port), prints:
+  1. frames/s of the classify frame loop on a video with QoS 1 publishing (outbox + broker)
+     vs the same loop without publishing, and their ratio (target: at least 0.95),
+  2. capture-to-subscriber latency p50/p99 against the inference time p50/p99
+     (target: p99 within 5 ms of the inference p99 on loopback),
+  3. the outbox drain rate after a 10,000-result outage (broker stopped, results queued,
+     broker started again).
+
+Model: the bundled int8 digits model by default (tiny: this makes publishing's share of
+each frame as large as it gets); `--model` runs a bigger one.
+Usage: .venv/bin/python bench/mqtt.py [--frames 3000] [--rounds 3] [--model M.tflite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import cv2  # noqa: E402
+from helpers.mosquitto import Mosquitto  # noqa: E402
+
+from edge_agent.config import Config, MqttConfig  # noqa: E402
+from edge_agent.loop import Classifier, FrameLoop, build_classifier  # noqa: E402
+from edge_agent.publish import PublishingSession  # noqa: E402
+from edge_agent.sources import Frame, Source, open_source  # noqa: E402
+from edge_agent.stats import percentile  # noqa: E402
+
+
+class LatencySubscriber:
+    """``mosquitto_sub`` in its own process (so it takes no time from the agent's threads),
+    writing the receive time (ns resolution) and payload of every classification message."""
+
+    def __init__(self, broker: Mosquitto, out: Path) -> None:
+        self.out = out
+        self._fh = open(out, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
+             "-t", "bench/+/classification", "-F", "%U %p"], stdout=self._fh)
+        time.sleep(0.5)  # let it subscribe
+
+    def lines(self) -> List[bytes]:
+        return self.out.read_bytes().splitlines()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self._fh.close()
+
+
+def read_png(path: Path) -> Any:
+    image = cv2.imread(str(path))
+    if image is None:
+        raise SystemExit(f"cannot read {path}")
+    return image
+
+
+def make_video(path: Path, frames: int) -> Path:
+    images = [cv2.resize(read_png(p), (64, 64)) for p in sorted((ROOT / "images").glob("*.png"))]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30, (64, 64))
+    for i in range(frames):
+        writer.write(images[i % len(images)])
+    writer.release()
+    return path
+
+
+def run_loop(classifier: Classifier, video: Path, session: Optional[PublishingSession]) -> Dict[str, Any]:
+    sinks = session.sinks if session else []
+    t0 = time.perf_counter()
+    stats = FrameLoop(classifier, open_source(str(video)), list(sinks)).run()
+    elapsed = time.perf_counter() - t0
+    return {"fps": stats.frames / elapsed, "inference_ms": list(stats.inference_ms), "frames": stats.frames}
+
+
+def session_for(broker: Mosquitto, state: Path, device: str) -> PublishingSession:
+    config = Config(device_id=device, state_dir=state,
+                    mqtt=MqttConfig(url=broker.url, topic_prefix="bench", qos=1, stats_interval=0))
+    return PublishingSession(config).start()
+
+
+def wait_for(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class PacedCamera(Source):
+    """A live source standing in for a camera: the sample images at ``fps``, each stamped
+    with the wall-clock time it is delivered (as a camera frame is)."""
+
+    live = True
+
+    def __init__(self, fps: float, count: int) -> None:
+        self.name, self.fps, self.count = "paced-camera", fps, count
+        self.images = [cv2.cvtColor(cv2.resize(read_png(p), (64, 64)), cv2.COLOR_BGR2RGB)
+                       for p in sorted((ROOT / "images").glob("*.png"))]
+
+    def frames(self) -> Iterator[Frame]:
+        start = time.monotonic()
+        for i in range(self.count):
+            delay = start + i / self.fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            yield Frame(self.images[i % len(self.images)], self.name, i, time.time())
+
+
+def throughput(classifier: Classifier, video: Path, broker: Mosquitto, work: Path, rounds: int) -> float:
+    """Median frames/s without and with publishing, alternating rounds; prints both and returns the
+    rate with publishing."""
+    plain: List[float] = []
+    published: List[float] = []
+    for r in range(rounds):
+        plain.append(run_loop(classifier, video, None)["fps"])
+        session = session_for(broker, work / f"state{r}", f"dev{r}")
+        try:
+            published.append(run_loop(classifier, video, session)["fps"])
+        finally:
+            session.stop()
+    fps_plain, fps_pub = statistics.median(plain), statistics.median(published)
+    print(f"  frames/s without publishing    {fps_plain:8.1f}")
+    print(f"  frames/s with QoS 1 publishing {fps_pub:8.1f}")
+    print(f"  ratio                          {fps_pub / fps_plain:8.3f}   (target >= 0.95)")
+    return fps_pub
+
+
+def latency(classifier: Classifier, broker: Mosquitto, work: Path, fps: float, count: int) -> None:
+    """Capture -> subscriber latency on a paced live source, against the inference time."""
+    sub = LatencySubscriber(broker, work / "received.txt")
+    session = session_for(broker, work / "latency", "lat")
+    try:
+        loop = FrameLoop(classifier, PacedCamera(fps, count), list(session.sinks))
+        stats = loop.run()
+        wait_for(lambda: len(sub.lines()) >= stats.frames, 60)
+    finally:
+        session.stop()
+        sub.close()
+    latencies = []
+    for line in sub.lines():
+        received_at, payload = line.split(b" ", 1)
+        captured = datetime.fromisoformat(json.loads(payload)["captured_at"].replace("Z", "+00:00"))
+        latencies.append((float(received_at) - captured.timestamp()) * 1000)
+    inf50, inf99 = percentile(stats.inference_ms, 50) or 0.0, percentile(stats.inference_ms, 99) or 0.0
+    lat50, lat99 = percentile(latencies, 50) or 0.0, percentile(latencies, 99) or 0.0
+    print(f"  live source at {fps:.0f} frames/s, {len(latencies)} of {stats.frames} results received")
+    print(f"  inference ms        p50 {inf50:7.2f}  p99 {inf99:7.2f}")
+    print(f"  capture->subscriber p50 {lat50:7.2f}  p99 {lat99:7.2f}   "
+          f"(p99 - inference p99 = {lat99 - inf99:.2f} ms, target <= 5)")
+
+
+def drain(classifier: Classifier, video: Path, broker: Mosquitto, work: Path, outage: int) -> None:
+    """Queue ``outage`` results with the broker down, start it, time until the outbox is empty."""
+    session = session_for(broker, work / "outage", "outage")
+    publisher, outbox = session.publisher, session.outbox
+    assert publisher is not None and outbox is not None
+    try:
+        broker.stop()
+        wait_for(lambda: not publisher.connected, 30)
+        sink = session.sinks[1]
+        source = open_source(str(video))
+        template = [classifier.classify(frame) for _, frame in zip(range(100), source.frames())]
+        source.close()
+        for i in range(outage):
+            result = template[i % len(template)]
+            result.message_id = f"{i:032x}"
+            sink(result)
+        queued = len(outbox)
+        broker.start()
+        wait_for(lambda: publisher.connected, 120)
+        t0 = time.perf_counter()
+        drained = wait_for(lambda: len(outbox) == 0, 300)
+        elapsed = time.perf_counter() - t0
+    finally:
+        session.stop()
+    state = "drained" if drained else "NOT drained"
+    print(f"  outbox after a {queued}-result outage: {state} in {elapsed:.2f} s from reconnection "
+          f"({queued / elapsed:.0f} results/s)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=3000, help="video frames per throughput round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--outage", type=int, default=10_000)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model to run (default: the bundled digits model, then the MobileNetV2 that "
+                             "bench/classify.py caches in .cache/bench when present)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+
+    models = [args.model] if args.model else [ROOT / "models" / "digits_int8.tflite"] + [
+        m for m in [ROOT / ".cache" / "bench" / "mobilenet_v2_224_int8.tflite"] if m.exists()]
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    broker = Mosquitto(work / "broker").start()
+    try:
+        for model in models:
+            classifier = build_classifier(model, None, device="auto", device_id="bench")
+            frames = args.frames if model.stat().st_size < 1_000_000 else max(100, args.frames // 10)
+            video = make_video(work / f"clip{frames}.avi", frames)
+            print(f"model {model.name} ({classifier.runtime.backend}), {frames} video frames x {args.rounds} "
+                  f"rounds (median), local Mosquitto, {os.cpu_count()} cores")
+            fps = throughput(classifier, video, broker, work / model.stem, args.rounds)
+            latency(classifier, broker, work / model.stem, fps=min(100.0, fps / 2), count=500)
+        drain(classifier, video, broker, work, args.outage)
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
