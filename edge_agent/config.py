@@ -1,7 +1,7 @@
 """The agent's configuration: one typed tree, loaded in order of precedence.
 
 1. defaults (below, next to each field),
-2. a TOML file (``edge-agent run --config FILE``; sections ``[mqtt]`` and ``[outbox]``),
+2. a TOML file (``edge-agent run --config FILE``; sections ``[mqtt]``, ``[outbox]``, ``[updates]``),
 3. the environment: ``EDGE_AGENT_<FIELD>`` for top-level fields and
    ``EDGE_AGENT_<SECTION>_<FIELD>`` for the others, e.g. ``EDGE_AGENT_DEVICE_ID``,
    ``EDGE_AGENT_MQTT_URL``, ``EDGE_AGENT_MQTT_PASSWORD``, ``EDGE_AGENT_OUTBOX_MAX_MESSAGES``,
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union, get_type_hints
 
 from .errors import ConfigError
+from .updates import UpdatesConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,6 +128,7 @@ class Config:
     state_dir: Optional[Path] = None  # None = default_state_dir()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    updates: UpdatesConfig = field(default_factory=UpdatesConfig)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
@@ -146,6 +148,9 @@ class Config:
             raise ConfigError(f"max_fps must be >= 0, got {self.max_fps}")
         self.mqtt.validate()
         self.outbox.validate()
+        self.updates.validate()
+        if self.updates.enabled and not self.mqtt.url:
+            raise ConfigError("updates.enabled needs mqtt.url: rollout commands arrive over MQTT")
 
     @property
     def outbox_path(self) -> Path:
@@ -154,7 +159,7 @@ class Config:
         return self.state_dir / "outbox.sqlite"
 
 
-_SECTIONS = {"mqtt": MqttConfig, "outbox": OutboxConfig}
+_SECTIONS: Dict[str, Any] = {"mqtt": MqttConfig, "outbox": OutboxConfig, "updates": UpdatesConfig}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

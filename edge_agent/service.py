@@ -51,24 +51,16 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-def start_updater(config: Config, session: Optional[PublishingSession]) -> Optional[Any]:
-    """Where model updates over MQTT are wired in; returns the updater or None.
-
-    The updater (edge_agent.updater) subscribes through ``session.publisher.subscribe(topic,
-    handler, max_bytes=...)`` to ``<prefix>/<device>/rollout`` and
-    ``<prefix>/fleet/<fleet>/rollout``, reports on ``<prefix>/<device>/rollout/status`` with
-    ``session.publisher.publish_direct(..., qos=1, retain=True)`` and announces the active
-    model with ``session.set_model(...)``. Handlers run on the network thread and must hand
-    work to the updater's own thread. Not wired yet: returns None.
-    """
-    return None
+#: builds and starts the model updater once publishing is up; returns an object with close()
+UpdaterFactory = Callable[[Optional[PublishingSession]], Any]
 
 
 def run_service(config: Config, frame_loop: FrameLoop, *, model_info: Optional[Dict[str, Any]] = None,
                 extra_sinks: Sequence[Sink] = (), flush_timeout: float = 10.0,
-                stop: Optional[threading.Event] = None) -> None:
+                stop: Optional[threading.Event] = None, updater: Optional[UpdaterFactory] = None) -> None:
     """Run ``frame_loop`` publishing to MQTT (when ``config.mqtt.url`` is set) until it ends or
-    SIGTERM/SIGINT arrives, then stop cleanly.
+    SIGTERM/SIGINT arrives, then stop cleanly. ``updater(session)``, when given, starts model
+    updates over MQTT after publishing is up (see edge_agent.updates) and is closed first on stop.
 
     Raises:
         ConfigError: an unusable state directory or broker URL.
@@ -84,12 +76,14 @@ def run_service(config: Config, frame_loop: FrameLoop, *, model_info: Optional[D
             sinks = session.sinks + sinks
         else:
             log.warning("no MQTT broker configured (mqtt.url): results are not published")
-        updater = start_updater(config, session)
         try:
-            frame_loop(sinks, stop)
+            updates = updater(session) if updater is not None else None
+            try:
+                frame_loop(sinks, stop)
+            finally:
+                if updates is not None:
+                    updates.close()
         finally:
-            if updater is not None:
-                updater.close()
             if session is not None:
                 session.stop(flush_timeout)
     log.info("stopped")
@@ -119,4 +113,10 @@ def run_agent(config: Config, *, stop: Optional[threading.Event] = None) -> None
         log.info("%d frames, %.1f frames/s, %d dropped, %d skipped", stats.frames, stats.fps, stats.dropped,
                  stats.skipped)
 
-    run_service(config, frame_loop, model_info=announcement, stop=stop)
+    def start_updates(session: Optional[PublishingSession]) -> Any:
+        from .updates import AgentUpdates
+
+        return AgentUpdates(config, config.updates, session, classifier).start()
+
+    run_service(config, frame_loop, model_info=announcement, stop=stop,
+                updater=start_updates if config.updates.enabled else None)
