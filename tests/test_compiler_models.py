@@ -210,6 +210,36 @@ def test_quantize_saved_model_directory(digit_images: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_quantize_hub_style_saved_model_needs_and_uses_input_size(digit_images: Path, tmp_path: Path) -> None:
+    """A TF Hub image model: no signature, a traced ``__call__`` on any image size."""
+    import tensorflow as tf
+
+    from compiler import quantize
+
+    class HubModule(tf.Module):
+        def __init__(self, model: object) -> None:
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, x: object) -> object:
+            return self.model(tf.image.resize(x, (SIZE, SIZE)), training=False)  # type: ignore[operator]
+
+    tf.keras.utils.set_random_seed(0)
+    tf.saved_model.save(HubModule(_small_net(lambda x: x, size=SIZE)), str(tmp_path / "hub"), signatures={})
+    images = calibration.list_images(digit_images)
+    with pytest.raises(ModelSourceError, match="--input-size"):
+        quantize.load_float_model(tmp_path / "hub")
+    result = quantize.quantize(
+        tmp_path / "hub", tmp_path / "h.tflite", images[:3], images[3:5], calibration.Normalization(),
+        input_size=(48, 48),
+    )
+    assert result.input_shape == (48, 48, 3)
+    sg = tflite.read(result.output).subgraphs[0]
+    assert sg.tensors[sg.inputs[0]].shape_signature == (1, 48, 48, 3)
+
+
+@pytest.mark.slow
 def test_quantize_refuses_to_calibrate_without_images(compiler_models: Dict[str, Path], tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
