@@ -101,7 +101,7 @@ class Stats:
                 "uptime_s": round(now - self._started, 3),
                 "frames": self._frames,
                 "fps": round(frames / elapsed, 3) if elapsed > 0 else 0.0,
-                "inference_ms": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)},
+                "inference_ms": {"p50": _round(percentile(latencies, 50)), "p99": _round(percentile(latencies, 99))},
                 "backend": self.backend,
                 "queue_depth": queue_depth,
                 "dropped_messages": dropped_messages,
@@ -111,3 +111,7 @@ class Stats:
         if temps:
             payload["edgetpu_temperature_c"] = temps
         return payload
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 3)

@@ -22,6 +22,9 @@ from edge_agent.loop import FrameLoop, build_classifier  # noqa: E402
 from edge_agent.result import Classification  # noqa: E402
 from edge_agent.sources import open_source  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from demo_mqtt import local_broker, mqtt_port, publishing  # noqa: E402
+
 MODEL = ROOT / "models" / "digits_int8.tflite"
 LABELS = ROOT / "labels" / "digits.txt"
 IMAGES = ROOT / "images"
@@ -53,8 +56,11 @@ def main() -> int:
 
     print(f"model  {MODEL.relative_to(ROOT)} ({classifier.runtime.backend}, {classifier.runtime.interpreter_name})")
     print(f"input  {IMAGES.relative_to(ROOT)}/ ({len(list(IMAGES.glob('*.png')))} sample images)\n")
+    port = mqtt_port(sys.argv[1:])
     try:
-        FrameLoop(classifier, open_source(str(IMAGES)), [show]).run()
+        with local_broker(port) as note, publishing(port, classifier.device_id, classifier) as (session, _):
+            print(f"mqtt   {note}\n")
+            FrameLoop(classifier, open_source(str(IMAGES)), [show, *session.sinks]).run()
     except EdgeAgentError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
