@@ -138,7 +138,9 @@ def test_inspect_does_not_import_tensorflow() -> None:
 
     code = (
         "import sys, compiler.cli, compiler.inspect, compiler.run, compiler.edgetpu;"
-        "from click.testing import CliRunner; CliRunner().invoke(compiler.cli.main, ['--help']);"
+        "from click.testing import CliRunner; r = CliRunner();"
+        "codes = [r.invoke(compiler.cli.main, a).exit_code for a in (['--help'], ['quantize', '--help'],"
+        " ['compile', '--help'], ['inspect', '--help'])]; assert codes == [0, 0, 0, 0], codes;"
         "bad = [m for m in ('tensorflow', 'docker') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
