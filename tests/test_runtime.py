@@ -137,3 +137,12 @@ def test_int8_and_grayscale_models_run(test_models):
         result = clf.classify(Frame(image, "x", 0, 0.0), tensor, spec)
         scores = [c.score for c in result.top_k]
         assert len(scores) == classes and abs(sum(scores) - 1.0) < 0.05
+
+
+@pytest.mark.slow
+def test_tensorflow_runtime_gives_the_same_scores_as_litert():
+    tensor = np.full((1, 32, 32, 3), 90, np.uint8)
+    litert = open_runtime(DEMO, runtime="litert")
+    tf_rt = open_runtime(DEMO, runtime="tensorflow")
+    assert tf_rt.interpreter_name == "tensorflow"
+    assert np.array_equal(litert.invoke(tensor), tf_rt.invoke(tensor))
