@@ -127,10 +127,10 @@ def _blocking_status(model: TfliteModel, sg: Subgraph, op_index: int) -> tuple[s
     return "", ""
 
 
-def _model_problems(model: TfliteModel, quantized: bool) -> List[str]:
+def _model_problems(model: TfliteModel, any_quantized: bool) -> List[str]:
     """Reasons the compiler would refuse the whole model."""
     problems = []
-    if not quantized:
+    if not any_quantized:
         problems.append(
             "Model not quantized: the Edge TPU needs full-integer (int8) quantization; "
             "run `edge-compile quantize` on it or on its Keras/SavedModel source"
@@ -156,8 +156,12 @@ def _model_problems(model: TfliteModel, quantized: bool) -> List[str]:
     return problems
 
 
-def _is_quantized(model: TfliteModel, sg: Subgraph) -> tuple[bool, List[str]]:
-    """Whether the model's activations are integer, and the names of float tensors."""
+def _is_quantized(model: TfliteModel, sg: Subgraph) -> tuple[bool, bool, List[str]]:
+    """(every operator computes in integers, any does, the names of float tensors).
+
+    QUANTIZE / DEQUANTIZE at the edges are not counted: a float-in/float-out model with
+    an integer body is quantized. A partly float model compiles up to its first float op.
+    """
     floats = [t.name for t in sg.tensors if t.type in ("FLOAT32", "FLOAT16")]
     float_ops = 0
     int_ops = 0
@@ -170,7 +174,7 @@ def _is_quantized(model: TfliteModel, sg: Subgraph) -> tuple[bool, List[str]]:
             float_ops += 1
         elif outs:
             int_ops += 1
-    return float_ops == 0 and int_ops > 0, floats
+    return float_ops == 0 and int_ops > 0, int_ops > 0, floats
 
 
 def analyze(model: TfliteModel, name: str = "model.tflite") -> InspectReport:
@@ -188,8 +192,8 @@ def analyze(model: TfliteModel, name: str = "model.tflite") -> InspectReport:
             ["the model has no subgraph"],
         )
     sg = model.subgraphs[0]
-    quantized, floats = _is_quantized(model, sg)
-    problems = _model_problems(model, quantized)
+    quantized, any_quantized, floats = _is_quantized(model, sg)
+    problems = _model_problems(model, any_quantized)
     # Tensors produced before the Edge TPU segment starts: graph inputs and constants.
     pre_segment: Set[int] = set(sg.inputs)
     preds: List[OpPrediction] = []
@@ -264,8 +268,9 @@ def format_size(n: float) -> str:
 def render(report: InspectReport) -> str:
     """A human-readable table of the prediction."""
     lines = [f"Model: {report.model}"]
+    partly = not report.quantized and report.ops_on_edgetpu > 0
     lines.append(
-        f"Quantized: {'yes' if report.quantized else 'no'}"
+        f"Quantized: {'yes' if report.quantized else 'partly' if partly else 'no'}"
         + (f" ({len(report.float_tensors)} float tensors)" if report.float_tensors else "")
     )
     lines.append(f"{'#':>4}  {'Operator':<26} {'Ver':>3}  {'Where':<8} Status")
