@@ -87,6 +87,12 @@ def main(verbose: int) -> None:
 @click.option("-i", "--intermediate-tensors", help="Comma-separated tensors to end the graph at (compiler -i).")
 @click.option("-t", "--timeout-sec", type=int, help="Compiler timeout in seconds (compiler -t, default 180).")
 @click.option(
+    "-s",
+    "--show-operations",
+    is_flag=True,
+    help="Accepted for the compiler's habit; the operation table is always shown.",
+)
+@click.option(
     "--backend",
     type=click.Choice(["auto", "local", "docker"]),
     default="auto",
@@ -111,6 +117,7 @@ def compile_cmd(
     num_segments: Optional[int],
     intermediate_tensors: Optional[str],
     timeout_sec: Optional[int],
+    show_operations: bool,
     backend: str,
     cache_dir: Optional[Path],
     no_cache: bool,
