@@ -257,7 +257,9 @@ def inspect_file(path: Path) -> InspectReport:
 
 
 def format_size(n: float) -> str:
-    """Bytes in the compiler's style: ``0.00B``, ``961.05KiB``, ``6.86MiB``."""
+    """Bytes in the compiler's style: ``0.00B``, ``961.05KiB``, ``6.86MiB`` (``?`` when unknown, < 0)."""
+    if n < 0:
+        return "?"
     for unit in ("B", "KiB", "MiB"):
         if n < 1024 or unit == "MiB":
             return f"{n:.2f}{unit}"

@@ -169,6 +169,7 @@ def _write_report(
     payload = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "compiler_version": result.compiler_version,
+        "compile_ms": result.compile_ms,
         "backend": backend,
         "compiler_args": list(args),
         "cache_key": key,
