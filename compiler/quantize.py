@@ -109,12 +109,21 @@ def load_float_model(source: Path, input_size: Optional[Tuple[int, int]] = None)
             model = tf.keras.models.load_model(str(source), compile=False)
         except (OSError, ValueError, TypeError) as exc:
             raise ModelSourceError(f"cannot load Keras model {source}: {exc}") from exc
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ModelSourceError(
+                f"{source} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                "an image classifier has one of each"
+            )
         fn, spec = (lambda x: model(x, training=False)), model.inputs[0].shape
         owner = model
     else:
         raise ModelSourceError(f"unsupported model {source}: give a .keras or .h5 file or a SavedModel directory")
     shape = _input_shape(tuple(spec), input_size)
-    concrete = tf.function(fn).get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
+    try:
+        concrete = tf.function(fn).get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
+    except (ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(f"cannot trace {source} at input (1, {', '.join(map(str, shape))}): {first}") from exc
     return FloatModel(source, shape, concrete, owner=owner)
 
 
