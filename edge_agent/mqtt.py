@@ -95,6 +95,8 @@ class MqttPublisher:
         self._connack: Optional[Any] = None
         self._state = "new"
         self._closing = False
+        self._starting = False
+        self._starved = False  # the publisher waits for acknowledgements to free window room
         self._stop_publishing = threading.Event()
         self._stop_network = threading.Event()
         self._threads: List[threading.Thread] = []
@@ -166,26 +168,25 @@ class MqttPublisher:
         An unreachable broker is logged and retried in the background; results queue meanwhile.
         """
         addr = self.address
+        self._starting = True  # no "lost the broker" warning for a refusal reported as an error
         try:
-            self._client.connect(addr.host, addr.port, self.config.keepalive)
-            deadline = time.monotonic() + connect_timeout
-            while self._connack is None and time.monotonic() < deadline:
-                if self._client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    break
-            up = self._connected.is_set()
-        except ssl.SSLError as exc:
-            raise PublishError(f"TLS connection to {addr.host}:{addr.port} failed: {_describe(exc)}; "
-                               f"check --mqtt-ca and the broker's certificate") from exc
-        except OSError as exc:
-            up = False
-            self._set_state("disconnected", f"broker {addr.host}:{addr.port} unreachable ({_describe(exc)}); "
-                                            f"results are queued in the outbox")
-        code = self._connack
-        if code is not None and getattr(code, "is_failure", False):
-            if getattr(code, "value", None) in _AUTH_CODES:
-                raise PublishError(f"broker {addr.host}:{addr.port} refused the login: {code}; "
-                                   f"check --mqtt-user and the password")
-            raise PublishError(f"broker {addr.host}:{addr.port} refused the connection: {code}")
+            up, closed = self._first_connect(connect_timeout)
+            code = self._connack
+            if code is not None and getattr(code, "is_failure", False):
+                if getattr(code, "value", None) in _AUTH_CODES:
+                    raise PublishError(f"broker {addr.host}:{addr.port} refused the login: {code}; "
+                                       f"check --mqtt-user and the password")
+                raise PublishError(f"broker {addr.host}:{addr.port} refused the connection: {code}")
+            if closed:
+                hint = ("it may require a client certificate (--mqtt-cert/--mqtt-key) or refuse this one"
+                        if addr.tls else "if it is a TLS port, use mqtts://")
+                raise PublishError(f"broker {addr.host}:{addr.port} closed the connection without answering "
+                                   f"the MQTT CONNECT: {hint}")
+        except PublishError:
+            self._close_sockets()
+            raise
+        finally:
+            self._starting = False
         need_connect = not up
         if not up and code is None:
             self._set_state("disconnected", f"broker {addr.host}:{addr.port} did not answer; retrying")
@@ -194,6 +195,31 @@ class MqttPublisher:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _close_sockets(self) -> None:
+        # paho closes its socket and wake-up socket pair only when the client is garbage
+        # collected; close them now so a stopped or failed publisher holds no descriptors.
+        reset = getattr(self._client, "_reset_sockets", None)
+        if reset is not None:
+            reset()
+
+    def _first_connect(self, timeout: float) -> Tuple[bool, bool]:
+        """Connect and wait up to ``timeout`` s for CONNACK; return (connected, closed before CONNACK)."""
+        addr = self.address
+        try:
+            self._client.connect(addr.host, addr.port, self.config.keepalive)
+            deadline = time.monotonic() + timeout
+            while self._connack is None and time.monotonic() < deadline:
+                if self._client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return self._connected.is_set(), self._connack is None
+            return self._connected.is_set(), False
+        except ssl.SSLError as exc:
+            raise PublishError(f"TLS connection to {addr.host}:{addr.port} failed: {_describe(exc)}; "
+                               f"check --mqtt-ca and the broker's certificate") from exc
+        except OSError as exc:
+            self._set_state("disconnected", f"broker {addr.host}:{addr.port} unreachable ({_describe(exc)}); "
+                                            f"results are queued in the outbox")
+            return False, False
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Flush what can be sent within ``flush_timeout`` s, publish ``offline``, disconnect.
@@ -219,6 +245,7 @@ class MqttPublisher:
         self._threads[0].join(timeout=5)
         self._stop_network.set()
         self._threads[0].join()
+        self._close_sockets()
         left = len(self.outbox)
         if left:
             log.warning("%s results are still in the outbox %s; the next run sends them", left, self.outbox.path)
@@ -305,8 +332,11 @@ class MqttPublisher:
                 self.outbox.delete(done)
                 done = []
                 flush_at = now + _DELETE_INTERVAL
+            # Acknowledgements wake this thread only when it waits for window room (see _on_publish);
+            # otherwise they are collected on the next wake-up or after _DELETE_INTERVAL.
+            self._starved = len(inflight) >= self._window
             if not rows:
-                self._wake.wait(_DELETE_INTERVAL if done else 0.5)
+                self._wake.wait(_DELETE_INTERVAL if (done or inflight) else 0.5)
                 self._wake.clear()
 
     # ---- network thread and paho callbacks --------------------------------------------------
@@ -368,7 +398,7 @@ class MqttPublisher:
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         self._connected.clear()
-        if not self._closing:
+        if not (self._closing or self._starting):
             self._set_state("disconnected", f"lost the broker {self.address.host}:{self.address.port} "
                                             f"({reason_code}); results are queued, reconnecting")
 
@@ -378,10 +408,15 @@ class MqttPublisher:
         if refused:
             log.warning("broker refused message %s: %s", mid, reason_code)
         self._acked.append((mid, refused))
-        self._wake.set()
+        if self._starved:
+            self._wake.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        topic = message.topic
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            log.warning("dropped a message whose topic is not UTF-8")
+            return
         with self._lock:
             handlers = [(h, limit) for pattern, (h, limit, _q) in self._subscriptions.items()
                         if paho.topic_matches_sub(pattern, topic)]

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .config import Config
 from .publish import PublishingSession, Sink
+from .stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ def run_agent(config: Config, *, stop: Optional[threading.Event] = None) -> None
 
     def frame_loop(sinks: Sequence[Sink], stop_event: threading.Event) -> None:
         loop = FrameLoop(classifier, source, list(sinks), fps=config.max_fps or None, stop=stop_event)
+        for sink in sinks:
+            if isinstance(sink, Stats):  # live sources drop frames when inference falls behind
+                sink.count_dropped_frames_with(lambda: loop.stats.dropped)
         stats = loop.run()
         log.info("%d frames, %.1f frames/s, %d dropped, %d skipped", stats.frames, stats.fps, stats.dropped,
                  stats.skipped)

@@ -72,6 +72,7 @@ class Stats:
         self._frames = 0
         self._frames_at_snapshot = 0
         self._dropped_frames = 0
+        self._dropped_frames_fn: Optional[Callable[[], int]] = None
         self.backend = ""
 
     def __call__(self, result: Classification) -> None:
@@ -85,6 +86,11 @@ class Stats:
         """Count frames the source delivered but the loop skipped (rate limit, slow inference)."""
         with self._lock:
             self._dropped_frames += count
+
+    def count_dropped_frames_with(self, counter: Callable[[], int]) -> None:
+        """Read the dropped-frame count from ``counter()`` (the frame loop's own counter) at each
+        snapshot, added to what :meth:`add_dropped_frames` counted."""
+        self._dropped_frames_fn = counter
 
     def snapshot(self, queue_depth: int = 0, dropped_messages: int = 0) -> Dict[str, Any]:
         """The stats payload; frames/s covers the time since the previous snapshot."""
@@ -105,7 +111,7 @@ class Stats:
                 "backend": self.backend,
                 "queue_depth": queue_depth,
                 "dropped_messages": dropped_messages,
-                "dropped_frames": self._dropped_frames,
+                "dropped_frames": self._dropped_frames + (self._dropped_frames_fn() if self._dropped_frames_fn else 0),
             }
         temps = read_edgetpu_temperatures(self._apex_root)
         if temps:

@@ -12,8 +12,8 @@ import pytest
 from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber, classification_ids
 
-from edge_agent.config import Config, MqttConfig
 from edge_agent.broker import Backoff
+from edge_agent.config import Config, MqttConfig
 from edge_agent.mqtt import MqttPublisher
 from edge_agent.outbox import Outbox
 from edge_agent.publish import MqttSink, PublishingSession

@@ -11,9 +11,9 @@ from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber
 from helpers.tlscerts import TlsFiles, make_tls_files
 
+from edge_agent.broker import parse_broker_url
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError, PublishError
-from edge_agent.broker import parse_broker_url
 from edge_agent.mqtt import MqttPublisher
 from edge_agent.outbox import Outbox
 
@@ -96,11 +96,40 @@ def test_tls_broker_refuses_the_agent_without_the_ca(tls_broker: Mosquitto, outb
         publisher.start()
 
 
-def test_plain_mqtt_to_a_tls_listener_does_not_hang_startup(tls_broker: Mosquitto, outbox: Outbox) -> None:
+def test_plain_mqtt_to_a_tls_listener_is_a_clear_error(tls_broker: Mosquitto, outbox: Outbox) -> None:
     publisher = MqttPublisher(MqttConfig(url=tls_broker.url), "cam1", outbox)
-    publisher.start(connect_timeout=2)  # not an error we can tell apart from a slow broker: it queues
-    publisher.stop(flush_timeout=0)
-    assert not publisher.connected
+    with pytest.raises(PublishError, match="closed the connection without answering .*use mqtts://"):
+        publisher.start(connect_timeout=5)
+
+
+@pytest.fixture
+def client_cert_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path / "mtls-broker", extra_config=[
+        f"cafile {tls_files.ca_cert}", f"certfile {tls_files.server_cert}", f"keyfile {tls_files.server_key}",
+        "require_certificate true",
+    ])
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_broker_requiring_a_client_certificate_accepts_the_agents(client_cert_broker: Mosquitto,
+                                                                  tls_files: TlsFiles, outbox: Outbox) -> None:
+    cfg = MqttConfig(url=f"mqtts://127.0.0.1:{client_cert_broker.port}", ca_file=tls_files.ca_cert,
+                     cert_file=tls_files.client_cert, key_file=tls_files.client_key)
+    publisher = MqttPublisher(cfg, "cam1", outbox)
+    publisher.start()
+    try:
+        assert publisher.connected
+    finally:
+        publisher.stop()
+
+
+def test_broker_requiring_a_client_certificate_refuses_the_agent_without_one(
+        client_cert_broker: Mosquitto, tls_files: TlsFiles, outbox: Outbox) -> None:
+    cfg = MqttConfig(url=f"mqtts://127.0.0.1:{client_cert_broker.port}", ca_file=tls_files.ca_cert)
+    with pytest.raises(PublishError, match="closed the connection without answering .*client certificate"):
+        MqttPublisher(cfg, "cam1", outbox).start()
 
 
 @pytest.mark.parametrize("url, message", [

@@ -53,7 +53,9 @@ def test_stats_count_frames_per_second_since_the_last_snapshot(tmp_path: Path) -
     assert (snap["queue_depth"], snap["dropped_messages"], snap["dropped_frames"]) == (7, 2, 3)
     assert snap["backend"] == "edgetpu" and "edgetpu_temperature_c" not in snap
     now[0] = 104.0
-    assert stats.snapshot()["fps"] == 0.0
+    stats.count_dropped_frames_with(lambda: 5)  # the frame loop's own counter
+    later = stats.snapshot()
+    assert later["fps"] == 0.0 and later["dropped_frames"] == 8
 
 
 def test_discovery_ties_every_sensor_to_the_device_and_its_status() -> None:

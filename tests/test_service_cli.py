@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Set
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers.mosquitto import Mosquitto
@@ -30,8 +29,10 @@ SCHEMA = json.loads((ROOT / "edge_agent" / "schemas" / "classification.schema.js
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3000-frame MJPEG video cycling through the sample digits: a long, ordered input."""
     path = tmp_path_factory.mktemp("video") / "digits.avi"
-    frames = [cv2.resize(cv2.imread(str(p)), (64, 64)) for p in sorted((ROOT / "images").glob("*.png"))]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 64))
+    images = [cv2.imread(str(p)) for p in sorted((ROOT / "images").glob("*.png"))]
+    frames = [cv2.resize(image, (64, 64)) for image in images if image is not None]
+    assert len(frames) == 20
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30, (64, 64))
     for i in range(3000):
         writer.write(frames[i % len(frames)])
     writer.release()
