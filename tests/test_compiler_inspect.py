@@ -13,7 +13,7 @@ from test_compiler_models import compiler_models  # noqa: F401  (session fixture
 from compiler import rules, tflite
 from compiler.cli import main
 from compiler.errors import ModelSourceError
-from compiler.inspect import inspect_file
+from compiler.inspect import inspect_file, render
 
 
 @pytest.mark.slow
@@ -155,3 +155,12 @@ def test_grouped_convolution_is_flagged_with_what_to_change(compiler_models: Dic
     assert "'CONV_2D' version '6'" in problem and "groups=1" in problem
     grouped = [op for op in report.operators if op.op == "CONV_2D" and op.version == 6]
     assert grouped and grouped[0].status == rules.VERSION_NOT_SUPPORTED
+
+
+@pytest.mark.slow
+def test_partly_float_model_compiles_up_to_its_first_float_op(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+    report = inspect_file(compiler_models["partly_float"])
+    assert not report.quantized and report.compilable and not report.problems
+    assert (report.cut_index, report.cut_op) == (2, "DEQUANTIZE")
+    assert [op.op for op in report.operators if op.on_edgetpu] == ["QUANTIZE", "CONV_2D"]
+    assert "Quantized: partly" in render(report)

@@ -47,7 +47,7 @@ def _write_digit_pngs(folder: Path, count: int, size: int = SIZE) -> Path:
     return folder
 
 
-def _convert(keras_model: object, quantize: bool, fixed_batch: bool = True) -> bytes:
+def _convert(keras_model: object, quantize: bool, fixed_batch: bool = True, float_fallback: bool = False) -> bytes:
     """Convert a Keras model with real TensorFlow; int8 with random calibration if asked."""
     import tensorflow as tf
 
@@ -69,6 +69,8 @@ def _convert(keras_model: object, quantize: bool, fixed_batch: bool = True) -> b
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = rep
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if float_fallback:  # ops without an int8 kernel stay float between (DE)QUANTIZE
+            conv.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
         conv.inference_input_type = tf.uint8
         conv.inference_output_type = tf.uint8
     return bytes(conv.convert())
@@ -110,7 +112,8 @@ def _build_all(cache: Path) -> Dict[str, Path]:
     paths = {
         name: cache / f"{name}.tflite"
         for name in (
-            "mobilenet_int8", "float", "leaky_int8", "rank5_int8", "dynamic_int8", "exp_int8", "grouped_int8"
+            "mobilenet_int8", "float", "leaky_int8", "rank5_int8", "dynamic_int8", "exp_int8", "grouped_int8",
+            "partly_float",
         )
     }
     keras_path = cache / "mobilenet.keras"
@@ -135,6 +138,9 @@ def _build_all(cache: Path) -> Dict[str, Path]:
         if not paths[name].exists():
             tf.keras.utils.set_random_seed(0)
             paths[name].write_bytes(_convert(make(), quantize, fixed))
+    if not paths["partly_float"].exists():  # SIN has no int8 kernel
+        sin = layers.Lambda(lambda t: tf.math.sin(t))
+        paths["partly_float"].write_bytes(_convert(_small_net(sin), True, float_fallback=True))
     paths["mobilenet_keras"] = keras_path
     return paths
 
