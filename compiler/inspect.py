@@ -22,6 +22,8 @@ from compiler.tflite import Subgraph, TfliteModel
 from compiler.tflite import read as read_tflite
 
 SCHEMA_VERSION = 1
+#: The custom operator that holds what edgetpu_compiler mapped.
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 #: Status of otherwise mappable operators of a model the compiler refuses as a whole.
 REFUSED = "Not compiled: the model is refused (see problems)"
 
@@ -134,6 +136,11 @@ def _model_problems(model: TfliteModel, any_quantized: bool) -> List[str]:
         problems.append(
             "Model not quantized: the Edge TPU needs full-integer (int8) quantization; "
             "run `edge-compile quantize` on it or on its Keras/SavedModel source"
+        )
+    if any(code.custom_code == EDGETPU_CUSTOM_OP for code in model.operator_codes):
+        problems.append(
+            f"already compiled for the Edge TPU (it contains {EDGETPU_CUSTOM_OP}): "
+            "inspect or compile the int8 model it was compiled from"
         )
     for code in model.operator_codes:
         if code.builtin_code == 32:  # CUSTOM ops are passed through to the CPU

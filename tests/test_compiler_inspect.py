@@ -164,3 +164,27 @@ def test_partly_float_model_compiles_up_to_its_first_float_op(compiler_models: D
     assert (report.cut_index, report.cut_op) == (2, "DEQUANTIZE")
     assert [op.op for op in report.operators if op.on_edgetpu] == ["QUANTIZE", "CONV_2D"]
     assert "Quantized: partly" in render(report)
+
+
+@pytest.mark.slow
+def test_an_already_compiled_model_is_recognised(compiler_models: Dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """A model holding edgetpu-custom-op (built here by rewriting a real one's op table)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = compiler_models["leaky_int8"].read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    custom = schema.OperatorCodeT()
+    custom.builtinCode = custom.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    custom.customCode = "edgetpu-custom-op"
+    model.operatorCodes.append(custom)
+    model.subgraphs[0].operators[1].opcodeIndex = len(model.operatorCodes) - 1
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    compiled = tmp_path / "leaky_int8_edgetpu.tflite"
+    compiled.write_bytes(bytes(builder.Output()))
+
+    report = inspect_file(compiled)
+    assert report.operators[1].op == "edgetpu-custom-op"
+    assert not report.compilable
+    assert any("already compiled for the Edge TPU" in p for p in report.problems)
