@@ -90,7 +90,7 @@ class Mosquitto:
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         conf = self._write_config()
         self.proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(conf)],
@@ -119,7 +119,7 @@ class Mosquitto:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "Mosquitto":
+    def __enter__(self) -> Mosquitto:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
