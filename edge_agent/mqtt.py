@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -102,6 +103,9 @@ class MqttPublisher:
         self._threads: List[threading.Thread] = []
         self.refused = 0  # messages the broker refused with an MQTT 5 reason code
         self._client = self._make_client(device_id)
+        self._wake_pair = socket.socketpair()  # wakes the network thread when paho has packets to send
+        for sock in self._wake_pair:
+            sock.setblocking(False)
 
     # ---- set-up -----------------------------------------------------------------------------------
     def _make_client(self, device_id: str) -> paho.Client:
@@ -134,6 +138,7 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_socket_register_write = self._request_write
         return client
 
     def set_model(self, info: Dict[str, Any]) -> None:
@@ -197,11 +202,49 @@ class MqttPublisher:
             self._threads.append(thread)
 
     def _close_sockets(self) -> None:
-        # paho closes its socket and wake-up socket pair only when the client is garbage
-        # collected; close them now so a stopped or failed publisher holds no descriptors.
+        # paho closes its socket only when the client is garbage collected; close it (and the
+        # wake-up pair) now so a stopped or failed publisher holds no descriptors.
         reset = getattr(self._client, "_reset_sockets", None)
         if reset is not None:
             reset()
+        for sock in self._wake_pair:
+            sock.close()
+
+    def _request_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho queued a packet (publish/subscribe/disconnect from any thread): wake the network
+        # thread, the only one that writes to the broker's socket, so packets never interleave.
+        try:
+            self._wake_pair[1].send(b"w")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending, or we are closing
+
+    def _pump(self, timeout: float) -> MQTTErrorCode:
+        """One round of network I/O on the network thread (paho's external-loop API)."""
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        wake = self._wake_pair[0]
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0  # already decrypted bytes
+        try:
+            readable, writable, _ = select.select([sock, wake], [sock] if client.want_write() else [], [],
+                                                  0 if pending else timeout)
+        except (OSError, ValueError):  # the socket was closed under us
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if wake in readable:
+            try:
+                wake.recv(4096)
+            except BlockingIOError:
+                pass
+        if pending or sock in readable:
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        if client.want_write():
+            rc = client.loop_write()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        return client.loop_misc()
 
     def _first_connect(self, timeout: float) -> Tuple[bool, bool]:
         """Connect and wait up to ``timeout`` s for CONNACK; return (connected, closed before CONNACK)."""
@@ -210,7 +253,7 @@ class MqttPublisher:
             self._client.connect(addr.host, addr.port, self.config.keepalive)
             deadline = time.monotonic() + timeout
             while self._connack is None and time.monotonic() < deadline:
-                if self._client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                if self._pump(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     return self._connected.is_set(), self._connack is None
             return self._connected.is_set(), False
         except ssl.SSLError as exc:
@@ -355,7 +398,7 @@ class MqttPublisher:
                                                     f"{_describe(exc)}; retrying with backoff")
                     self._stop_network.wait(self._backoff.next())
                     continue
-            rc = self._client.loop(timeout=0.2)
+            rc = self._pump(0.2)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 if self._closing:
                     return
