@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[str, bytes], None]
 _DELETE_BATCH = 500  # acknowledged rows deleted per commit at most ...
 _DELETE_INTERVAL = 0.1  # ... and at least this often (s); a crash in between only resends them
+_CHECKPOINT_INTERVAL = 1.0  # s between outbox checkpoints (see Outbox.checkpoint)
 _FRESH_MAX = 10_000  # messages handed over in memory; past this the publisher reads the outbox
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
 
@@ -346,6 +347,7 @@ class MqttPublisher:
         inflight: Dict[int, int] = {}  # paho mid -> outbox seq; touched by this thread only
         done: List[int] = []  # acknowledged, deleted from the outbox in batches (fewer commits)
         flush_at = 0.0
+        checkpoint_at = time.monotonic() + _CHECKPOINT_INTERVAL
         last_seq = 0
         self._backlog = True  # start by sending what an earlier run left in the outbox
         while True:
@@ -375,6 +377,9 @@ class MqttPublisher:
                 self.outbox.delete(done)
                 done = []
                 flush_at = now + _DELETE_INTERVAL
+            if now >= checkpoint_at:  # the disk sync happens here, never on the frame loop's thread
+                self.outbox.checkpoint()
+                checkpoint_at = now + _CHECKPOINT_INTERVAL
             # Acknowledgements wake this thread only when it waits for window room (see _on_publish);
             # otherwise they are collected on the next wake-up or after _DELETE_INTERVAL.
             self._starved = len(inflight) >= self._window

@@ -23,13 +23,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Union
+from typing import Iterable, List, Optional, Union
 
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGES = 100_000
+_WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
+_INLINE_CHECKPOINT_EVERY = 20_000  # commits; bounds the log when checkpoint() is never called
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -83,12 +85,16 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            # No checkpoints (and their fsyncs) on the writer's thread: see checkpoint().
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(_SCHEMA)
             self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the outbox {self.path}: {exc} "
                               "(check the state directory and its permissions)") from exc
         self._closed = False
+        self._checkpointer: Optional[sqlite3.Connection] = None
+        self._puts_since_checkpoint = 0
         if self._count:
             log.info("outbox %s holds %s unsent messages from an earlier run", self.path, self._count)
 
@@ -118,6 +124,10 @@ class Outbox:
                 db.execute("ROLLBACK")
                 raise
             self._count += 1 - max(excess, 0)
+            self._puts_since_checkpoint += 1
+            if self._puts_since_checkpoint >= _INLINE_CHECKPOINT_EVERY:  # nobody calls checkpoint()
+                self._puts_since_checkpoint = 0
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             if excess > 0:
                 log.debug("outbox full (%s messages): dropped the oldest %s", self.max_messages, excess)
             return seq
@@ -150,6 +160,28 @@ class Outbox:
             self._count -= removed
             return removed
 
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database (with its fsync) on the calling thread.
+
+        The publisher thread calls this about once a second, so the frame loop's commits
+        never wait for a disk sync. It uses its own connection and does not block writers.
+        """
+        if self._closed:
+            return
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._checkpointer.execute("PRAGMA busy_timeout=5000")
+        try:
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._puts_since_checkpoint = 0
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > _WAL_TRUNCATE_BYTES:
+                # A writer that never pauses keeps a passive checkpoint from finishing, so the log
+                # would only grow: finish it, briefly holding back writers, and empty the log.
+                self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("outbox checkpoint failed: %s", exc)
+
     def __len__(self) -> int:
         """The number of messages waiting (the queue depth)."""
         return self._count
@@ -166,6 +198,8 @@ class Outbox:
             if self._closed:
                 return
             self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -199,3 +201,34 @@ def test_home_assistant_discovery_and_stats_are_published(mosquitto: Mosquitto, 
 def test_unique_message_ids_per_result() -> None:
     assert len({make_result(i).to_payload()["id"] for i in range(100)}) == 100
     assert uuid.UUID(make_result(0).message_id)
+
+
+def test_large_messages_from_several_threads_arrive_intact(mosquitto: Mosquitto, outbox: Outbox) -> None:
+    sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/#")
+    publisher = make_publisher(mosquitto, outbox)
+    publisher.start()
+    sent: List[bytes] = []
+
+    def blast(worker: int) -> None:
+        for i in range(10):
+            body = bytes([worker]) * 300_000 + f"{worker}-{i}".encode()
+            sent.append(hashlib.sha256(body).digest())
+            assert publisher.publish_direct(f"edgetpu/cam1/blob/{worker}", body, qos=1)
+
+    try:
+        threads = [threading.Thread(target=blast, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        for frame in range(200):
+            MqttSink(publisher)(make_result(frame))
+        for t in threads:
+            t.join()
+        assert sub.wait_until(lambda s: len(s.on("/classification")) >= 200 and len(s.on("/blob/0")) +
+                              len(s.on("/blob/1")) + len(s.on("/blob/2")) >= 30)
+        assert publisher.connected
+    finally:
+        publisher.stop()
+        sub.close()
+    blobs = [hashlib.sha256(p).digest() for t, p, _r in sub.messages if "/blob/" in t]
+    assert sorted(blobs) == sorted(sent)
+    assert len(set(classification_ids(sub))) == 200

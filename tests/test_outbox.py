@@ -76,3 +76,17 @@ def test_unusable_outbox_path_is_a_config_error(tmp_path: Path) -> None:
         Outbox(blocker / "o.sqlite")
     with pytest.raises(ConfigError, match="max_messages"):
         Outbox(tmp_path / "o.sqlite", max_messages=0)
+
+
+def test_checkpoints_keep_the_log_small_while_writing_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    wal = tmp_path / "o.sqlite-wal"
+    with Outbox(path) as box:
+        for i in range(3000):
+            box.put("t", b"x" * 600)
+            if i % 100 == 99:
+                box.delete(m.seq for m in box.peek(limit=100))
+                box.checkpoint()
+        assert wal.stat().st_size < 2 * 1024 * 1024
+        assert len(box) == 0
+    assert not wal.exists() or wal.stat().st_size == 0, "closing empties the log"
