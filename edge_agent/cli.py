@@ -68,6 +68,8 @@ def main(verbose: int, quiet: bool) -> None:
       edge-agent classify                          # bundled demo model on the sample images
       edge-agent classify --model m_edgetpu.tflite --labels l.txt --input cam
       edge-agent classify --input clip.mp4 --output jsonl --count 100
+      edge-agent classify --input cam --mqtt mqtt://localhost:1883
+      edge-agent run --config /etc/edge-agent/config.toml   # the service (systemd, Docker)
       edge-agent devices
     """
     _setup_logging(verbose, quiet)
