@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -53,7 +54,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
     return True
 
 
-def test_thousand_results_survive_a_broker_restart(mosquitto: Mosquitto, outbox: Outbox) -> None:
+def test_thousand_results_survive_a_broker_restart(mosquitto: Mosquitto, outbox: Outbox,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge_agent.mqtt")
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
     publisher = make_publisher(mosquitto, outbox)
     publisher.start()
@@ -81,6 +84,13 @@ def test_thousand_results_survive_a_broker_restart(mosquitto: Mosquitto, outbox:
     assert set(received) == set(produced) and len(set(produced)) == 1000
     duplicates = len(received) - len(set(received))
     print(f"received {len(received)} messages, {duplicates} duplicates")
+    # one line per state change, however many reconnect attempts the outage took
+    changes = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum("lost the broker" in m for m in changes) == 1
+    assert sum(m.startswith("connected to broker") for m in changes) == 2
+    assert not any("cannot reach broker" in m for m in changes), "retries are logged at debug level"
+    retries = [r for r in caplog.records if r.levelno == logging.DEBUG and "cannot reach broker" in r.getMessage()]
+    assert len(retries) >= 2, "the outage took several attempts"
 
 
 def test_results_queued_while_broker_is_down_at_startup_are_delivered_later(tmp_path: Path,
