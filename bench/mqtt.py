@@ -127,18 +127,38 @@ def throughput(classifier: Classifier, video: Path, broker: Mosquitto, work: Pat
     rate with publishing."""
     plain: List[float] = []
     published: List[float] = []
+    cpu_plain = cpu_pub = broker_cpu = 0.0
+    frames_plain = frames_pub = 0
     for r in range(rounds):
-        plain.append(run_loop(classifier, video, None)["fps"])
+        c0 = time.process_time()
+        out = run_loop(classifier, video, None)
+        cpu_plain += time.process_time() - c0
+        frames_plain += out["frames"]
+        plain.append(out["fps"])
         session = session_for(broker, work / f"state{r}", f"dev{r}")
+        c0, b0 = time.process_time(), cpu_seconds(broker)
         try:
-            published.append(run_loop(classifier, video, session)["fps"])
+            out = run_loop(classifier, video, session)
+            published.append(out["fps"])
         finally:
             session.stop()
+        cpu_pub += time.process_time() - c0
+        broker_cpu += cpu_seconds(broker) - b0
+        frames_pub += out["frames"]
     fps_plain, fps_pub = statistics.median(plain), statistics.median(published)
     print(f"  frames/s without publishing    {fps_plain:8.1f}")
     print(f"  frames/s with QoS 1 publishing {fps_pub:8.1f}")
     print(f"  ratio                          {fps_pub / fps_plain:8.3f}   (target >= 0.95)")
+    extra = (cpu_pub / frames_pub - cpu_plain / frames_plain) * 1000
+    print(f"  CPU per published result: agent {extra:.3f} ms, broker {broker_cpu / frames_pub * 1000:.3f} ms")
     return fps_pub
+
+
+def cpu_seconds(broker: Mosquitto) -> float:
+    """User + system CPU time the broker process has used (Linux /proc)."""
+    assert broker.proc is not None
+    fields = Path(f"/proc/{broker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def latency(classifier: Classifier, broker: Mosquitto, work: Path, fps: float, count: int) -> None:
