@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .config import Config
+from .errors import ConfigError
 from .publish import PublishingSession, Sink
 from .stats import Stats
 
@@ -52,16 +53,24 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-#: builds and starts the model updater once publishing is up; returns an object with close()
-UpdaterFactory = Callable[[Optional[PublishingSession]], Any]
+def _start_updates(config: Config, session: Optional[PublishingSession], classifier: Optional[Any]) -> Any:
+    """The started updater when updates are enabled (see edge_agent.updates), else None."""
+    if not config.updates.enabled:
+        return None
+    if classifier is None or session is None:
+        raise ConfigError("updates.enabled needs a classifier to update and mqtt.url to hear rollouts on")
+    from .updates import AgentUpdates
+
+    return AgentUpdates(config, config.updates, session, classifier).start()
 
 
 def run_service(config: Config, frame_loop: FrameLoop, *, model_info: Optional[Dict[str, Any]] = None,
                 extra_sinks: Sequence[Sink] = (), flush_timeout: float = 10.0,
-                stop: Optional[threading.Event] = None, updater: Optional[UpdaterFactory] = None) -> None:
+                stop: Optional[threading.Event] = None, classifier: Optional[Any] = None) -> None:
     """Run ``frame_loop`` publishing to MQTT (when ``config.mqtt.url`` is set) until it ends or
-    SIGTERM/SIGINT arrives, then stop cleanly. ``updater(session)``, when given, starts model
-    updates over MQTT after publishing is up (see edge_agent.updates) and is closed first on stop.
+    SIGTERM/SIGINT arrives, then stop cleanly. With ``config.updates.enabled``, model updates over
+    MQTT (edge_agent.updates) start once publishing is up and swap models in ``classifier`` (the
+    frame loop's :class:`~edge_agent.loop.Classifier`); they are closed first on stop.
 
     Raises:
         ConfigError: an unusable state directory or broker URL.
@@ -78,7 +87,7 @@ def run_service(config: Config, frame_loop: FrameLoop, *, model_info: Optional[D
         else:
             log.warning("no MQTT broker configured (mqtt.url): results are not published")
         try:
-            updates = updater(session) if updater is not None else None
+            updates = _start_updates(config, session, classifier)
             try:
                 frame_loop(sinks, stop)
             finally:
@@ -117,10 +126,4 @@ def run_agent(config: Config, *, stop: Optional[threading.Event] = None) -> None
         log.info("%d frames, %.1f frames/s, %d dropped, %d skipped", stats.frames, stats.fps, stats.dropped,
                  stats.skipped)
 
-    def start_updates(session: Optional[PublishingSession]) -> Any:
-        from .updates import AgentUpdates
-
-        return AgentUpdates(config, config.updates, session, classifier).start()
-
-    run_service(config, frame_loop, model_info=announcement, stop=stop,
-                updater=start_updates if config.updates.enabled else None)
+    run_service(config, frame_loop, model_info=announcement, stop=stop, classifier=classifier)
