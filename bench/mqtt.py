@@ -41,26 +41,40 @@ from edge_agent.publish import PublishingSession  # noqa: E402
 from edge_agent.sources import Frame, Source, open_source  # noqa: E402
 from edge_agent.stats import percentile  # noqa: E402
 
+SUBSCRIBER = r"""
+import sys, time
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+host, port, out = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "wb", buffering=0)
+client = paho.Client(CallbackAPIVersion.VERSION2)
+client.on_connect = lambda c, u, f, rc, p: c.subscribe("bench/+/classification", 1)
+client.on_subscribe = lambda c, u, mid, rcs, p: print("subscribed", flush=True)
+client.on_message = lambda c, u, m: out.write(b"%.6f " % time.time() + m.payload + b"\n")
+client.connect(host, port)
+client.loop_forever()
+"""
+
 
 class LatencySubscriber:
-    """``mosquitto_sub`` in its own process (so it takes no time from the agent's threads),
-    writing the receive time (ns resolution) and payload of every classification message."""
+    """A paho subscriber in its own process (so it takes no time from the agent's threads),
+    writing the receive time and payload of every classification message to a file."""
 
     def __init__(self, broker: Mosquitto, out: Path) -> None:
         self.out = out
-        self._fh = open(out, "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
-             "-t", "bench/+/classification", "-F", "%U %p"], stdout=self._fh)
-        time.sleep(0.5)  # let it subscribe
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, broker.host, str(broker.port), str(out)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "subscribed"
 
     def lines(self) -> List[bytes]:
-        return self.out.read_bytes().splitlines()
+        return self.out.read_bytes().splitlines() if self.out.exists() else []
 
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait()
-        self._fh.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def read_png(path: Path) -> Any:
