@@ -88,7 +88,6 @@ class MqttPublisher:
         self._subscriptions: Dict[str, Tuple[MessageHandler, int, int]] = {}
         self._connect_hooks: List[Callable[[MqttPublisher], None]] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._acked: Deque[Tuple[int, bool]] = collections.deque()  # (mid, refused) from the network thread
         self._fresh: Deque[Message] = collections.deque()  # committed, not yet handed to paho
         self._fresh_overflow = False
@@ -98,7 +97,14 @@ class MqttPublisher:
         self._state = "new"
         self._closing = False
         self._starting = False
-        self._starved = False  # the publisher waits for acknowledgements to free window room
+        self._sleeping = False  # the network thread waits on its sockets: enqueue() must wake it
+        self._net_ident = 0
+        self._inflight: Dict[int, int] = {}  # paho mid -> outbox seq; network thread only
+        self._done: List[int] = []  # acknowledged seqs, deleted from the outbox in batches
+        self._last_seq = 0  # highest outbox seq handed to paho
+        self._flush_at = 0.0
+        self._checkpoint_at = 0.0
+        self._publishing_done = threading.Event()
         self._stop_publishing = threading.Event()
         self._stop_network = threading.Event()
         self._threads: List[threading.Thread] = []
@@ -167,7 +173,7 @@ class MqttPublisher:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self, connect_timeout: float = 10.0) -> None:
-        """Connect once (synchronously) and start the network and publisher threads.
+        """Connect once (synchronously) and start the network thread.
 
         Raises:
             PublishError: the broker refused the login or the TLS handshake failed.
@@ -196,11 +202,9 @@ class MqttPublisher:
         need_connect = not up
         if not up and code is None:
             self._set_state("disconnected", f"broker {addr.host}:{addr.port} did not answer; retrying")
-        for name, target in (("mqtt-network", lambda: self._run_network(need_connect)),
-                             ("mqtt-publisher", self._run_publisher)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._run_network, args=(need_connect,), name="mqtt", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _close_sockets(self) -> None:
         # paho closes its socket only when the client is garbage collected; close it (and the
@@ -214,10 +218,8 @@ class MqttPublisher:
     def _request_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # paho queued a packet (publish/subscribe/disconnect from any thread): wake the network
         # thread, the only one that writes to the broker's socket, so packets never interleave.
-        try:
-            self._wake_pair[1].send(b"w")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending, or we are closing
+        if threading.get_ident() != self._net_ident:  # on that thread, _pump writes next anyway
+            self._kick()
 
     def _pump(self, timeout: float) -> MQTTErrorCode:
         """One round of network I/O on the network thread (paho's external-loop API)."""
@@ -274,12 +276,12 @@ class MqttPublisher:
             return
         deadline = time.monotonic() + flush_timeout
         while self._connected.is_set() and len(self.outbox) and time.monotonic() < deadline:
-            self._wake.set()
+            self._kick()
             time.sleep(0.02)
         self._stop_publishing.set()
-        self._wake.set()
-        self._threads[1].join()
+        self._kick()
         if self._connected.is_set():
+            self._publishing_done.wait(max(0.5, deadline - time.monotonic()))
             info = self._client.publish(self.topics.status, b"offline", qos=1, retain=True)
             info.wait_for_publish(max(0.5, deadline - time.monotonic()))
             if not info.is_published():
@@ -289,6 +291,8 @@ class MqttPublisher:
         self._threads[0].join(timeout=5)
         self._stop_network.set()
         self._threads[0].join()
+        self.outbox.delete(self._done)  # the network thread has ended: its acknowledgements are ours
+        self._done.clear()
         self._close_sockets()
         left = len(self.outbox)
         if left:
@@ -302,7 +306,7 @@ class MqttPublisher:
 
     # ---- publishing ---------------------------------------------------------------------------
     def enqueue(self, topic: str, payload: bytes, qos: Optional[int] = None) -> int:
-        """Store a message in the outbox (durable once this returns) and wake the publisher.
+        """Store a message in the outbox (durable once this returns) and wake the network thread.
 
         Never waits for the network. Returns the outbox sequence number; raises
         ``sqlite3.Error`` only when the disk refuses the write.
@@ -313,9 +317,17 @@ class MqttPublisher:
         if len(self._fresh) < _FRESH_MAX:
             self._fresh.append(Message(seq, topic, payload, qos, False))
         else:
-            self._fresh_overflow = True  # the publisher reads the outbox instead
-        self._wake.set()
+            self._fresh_overflow = True  # the network thread reads the outbox instead
+        if self._sleeping:
+            self._kick()
         return seq
+
+    def _kick(self) -> None:
+        """Wake the network thread from its wait on the sockets."""
+        try:
+            self._wake_pair[1].send(b"w")
+        except OSError:  # BlockingIOError: a wake-up is already pending; else we are closing
+            pass
 
     def publish_direct(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Publish now, bypassing the outbox (status, stats, discovery); False when not connected."""
@@ -343,53 +355,50 @@ class MqttPublisher:
                 batch.append(msg)
         return batch
 
-    def _run_publisher(self) -> None:
-        inflight: Dict[int, int] = {}  # paho mid -> outbox seq; touched by this thread only
-        done: List[int] = []  # acknowledged, deleted from the outbox in batches (fewer commits)
-        flush_at = 0.0
-        checkpoint_at = time.monotonic() + _CHECKPOINT_INTERVAL
-        last_seq = 0
-        self._backlog = True  # start by sending what an earlier run left in the outbox
-        while True:
-            while self._acked:
-                mid, refused = self._acked.popleft()
-                seq = inflight.pop(mid, None)
-                if seq is not None:
-                    done.append(seq)
-                    self.refused += refused
-            if self._stop_publishing.is_set():
-                self.outbox.delete(done)
-                return
-            room = self._window - len(inflight)
-            rows = self._next_batch(last_seq, room) if room > 0 and self._connected.is_set() else []
-            for msg in rows:
-                info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-                if msg.qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    done.append(msg.seq)  # at most once: handed to the network
-                elif msg.qos > 0 and info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                    inflight[info.mid] = msg.seq  # paho resends it after a reconnect
-                else:
-                    self._backlog = True  # not sent: read it (and what follows) from the outbox again
-                    break
-                last_seq = msg.seq
-            now = time.monotonic()
-            if done and (len(done) >= _DELETE_BATCH or now >= flush_at or not (rows or inflight)):
-                self.outbox.delete(done)
-                done = []
-                flush_at = now + _DELETE_INTERVAL
-            if now >= checkpoint_at:  # the disk sync happens here, never on the frame loop's thread
-                self.outbox.checkpoint()
-                checkpoint_at = now + _CHECKPOINT_INTERVAL
-            # Acknowledgements wake this thread only when it waits for window room (see _on_publish);
-            # otherwise they are collected on the next wake-up or after _DELETE_INTERVAL.
-            self._starved = len(inflight) >= self._window
-            if not rows:
-                self._wake.wait(_DELETE_INTERVAL if (done or inflight) else 0.5)
-                self._wake.clear()
+    def _send_ready(self) -> float:
+        """The publishing step of the network thread: collect acknowledgements, hand the next
+        outbox messages to paho (at most ``window`` unacknowledged), delete acknowledged rows in
+        batches, checkpoint the outbox. Returns how long the thread may then wait (s)."""
+        inflight, done = self._inflight, self._done
+        while self._acked:
+            mid, refused = self._acked.popleft()
+            seq = inflight.pop(mid, None)
+            if seq is not None:
+                done.append(seq)
+                self.refused += refused
+        sending = self._connected.is_set() and not self._stop_publishing.is_set()
+        room = self._window - len(inflight)
+        rows = self._next_batch(self._last_seq, room) if sending and room > 0 else []
+        for msg in rows:
+            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if msg.qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                done.append(msg.seq)  # at most once: handed to the network
+            elif msg.qos > 0 and info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                inflight[info.mid] = msg.seq  # paho resends it after a reconnect
+            else:
+                self._backlog = True  # not sent: read it (and what follows) from the outbox again
+                break
+            self._last_seq = msg.seq
+        now = time.monotonic()
+        if done and (len(done) >= _DELETE_BATCH or now >= self._flush_at or not inflight
+                     or self._stop_publishing.is_set()):
+            self.outbox.delete(done)
+            done.clear()
+            self._flush_at = now + _DELETE_INTERVAL
+        if now >= self._checkpoint_at:  # the disk sync happens here, never on the frame loop's thread
+            self.outbox.checkpoint()
+            self._checkpoint_at = now + _CHECKPOINT_INTERVAL
+        if self._stop_publishing.is_set() and not done:
+            self._publishing_done.set()
+        if sending and len(inflight) < self._window and (self._fresh or self._backlog or self._fresh_overflow):
+            return 0.0  # more to send
+        return _DELETE_INTERVAL if (done or inflight) else 0.2
 
     # ---- network thread and paho callbacks --------------------------------------------------
     def _run_network(self, need_connect: bool) -> None:
         addr = self.address
+        self._net_ident = threading.get_ident()
+        self._checkpoint_at = time.monotonic() + _CHECKPOINT_INTERVAL
         while not self._stop_network.is_set():
             if need_connect:
                 if self._closing:
@@ -401,9 +410,15 @@ class MqttPublisher:
                 except OSError as exc:  # includes ssl.SSLError and name resolution
                     self._set_state("disconnected", f"cannot reach broker {addr.host}:{addr.port}: "
                                                     f"{_describe(exc)}; retrying with backoff")
+                    self._send_ready()  # deletes what was acknowledged before the outage
                     self._stop_network.wait(self._backoff.next())
                     continue
-            rc = self._pump(0.2)
+            timeout = self._send_ready()
+            self._sleeping = True
+            if self._fresh and self._connected.is_set():  # enqueued before _sleeping was seen
+                timeout = 0.0
+            rc = self._pump(timeout)
+            self._sleeping = False
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 if self._closing:
                     return
@@ -441,7 +456,6 @@ class MqttPublisher:
             except Exception:  # a hook must never take the connection down
                 log.exception("connect hook %r failed", hook)
         self._set_state("connected", f"connected to broker {addr.host}:{addr.port} as {self.topics.base}")
-        self._wake.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
@@ -455,9 +469,7 @@ class MqttPublisher:
         refused = bool(getattr(reason_code, "is_failure", False))
         if refused:
             log.warning("broker refused message %s: %s", mid, reason_code)
-        self._acked.append((mid, refused))
-        if self._starved:
-            self._wake.set()
+        self._acked.append((mid, refused))  # on the network thread: _send_ready() collects it next
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
