@@ -1,10 +1,11 @@
 """Publishing to an MQTT broker: every result delivered, through outages and crashes.
 
 Results go through the :class:`~edge_agent.outbox.Outbox` first (:meth:`MqttPublisher.enqueue`,
-a local SQLite commit that never waits for the network), and a publisher thread sends them
-from there, deleting each row when the broker acknowledges it. A separate network thread
-owns the connection: it reconnects with exponential backoff (capped, with jitter) and logs
-one line per state change. Topics, per device, under a prefix (default ``edgetpu``)::
+a local SQLite commit that never waits for the network). One network thread owns the
+connection and is the only one that writes to it: it sends the outbox's messages in order
+(at most ``window`` awaiting acknowledgement), deletes each row when the broker acknowledges
+it, reconnects with exponential backoff (capped, with jitter) and logs one line per state
+change. Topics, per device, under a prefix (default ``edgetpu``)::
 
     <prefix>/<device>/classification   one JSON result per frame (schema edgetpu.classification/1)
     <prefix>/<device>/status           retained "online" (birth) / "offline" (last will, clean stop)

@@ -163,7 +163,7 @@ class Outbox:
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database (with its fsync) on the calling thread.
 
-        The publisher thread calls this about once a second, so the frame loop's commits
+        The MQTT network thread calls this about once a second, so the frame loop's commits
         never wait for a disk sync. It uses its own connection and does not block writers.
         """
         if self._closed:
