@@ -46,7 +46,8 @@ def discovery_messages(topics: Topics, ha_prefix: str = "homeassistant",
         config: Dict[str, Any] = {
             "name": name,
             "unique_id": f"{node}_{object_id}",
-            "object_id": f"{node}_{object_id}",
+            # entity id suggestion (the older "object_id" option was removed from Home Assistant in 2026.4)
+            "default_entity_id": f"sensor.{node}_{object_id}",
             "state_topic": topics.classification if kind == "classification" else topics.stats,
             "value_template": template,
             "availability_topic": topics.status,

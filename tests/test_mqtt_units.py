@@ -65,4 +65,6 @@ def test_discovery_ties_every_sensor_to_the_device_and_its_status() -> None:
     configs = [json.loads(p) for _, p in messages]
     assert {c["availability_topic"] for c in configs} == {"farm/trap.7/status"}
     assert {c["device"]["identifiers"][0] for c in configs} == {"edgetpu_trap_7"}
+    assert all(c["default_entity_id"] == "sensor." + c["unique_id"] for c in configs)
+    assert not any("object_id" in c for c in configs)
     assert {c["state_topic"] for c in configs} == {"farm/trap.7/classification", "farm/trap.7/stats"}
