@@ -38,7 +38,8 @@ def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels
 
     ``*_edgetpu.tflite`` is the compiled model, the other ``.tflite`` the CPU fallback,
     ``labels.txt`` (or the only ``.txt``) the labels, ``golden.bin`` the golden input and
-    ``*report*.json`` the compile report. Raises :class:`ManifestError` when a required
+    ``*_edgetpu.json`` (or ``*report*.json``) the compile report; without a CPU model in the
+    folder, the report's input model is used. Raises :class:`ManifestError` when a required
     file is missing or ambiguous.
     """
     model_dir = Path(model_dir)
@@ -52,8 +53,12 @@ def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels
         files["edgetpu_model"] = Path(edgetpu_model or compiled[0])
     elif len(compiled) > 1:
         raise ManifestError(f"{model_dir} has several *_edgetpu.tflite models: pass --edgetpu-model")
+    report = _read_report(model_dir)
+    source = _report_input_model(report, model_dir)
     if cpu_model or len(plain) == 1:
         files["cpu_model"] = Path(cpu_model or plain[0])
+    elif not plain and source is not None:
+        files["cpu_model"] = source  # the int8 model the compiler was given
     else:
         raise ManifestError(f"{model_dir} needs exactly one CPU (non _edgetpu) .tflite model, found "
                             f"{len(plain)}: pass --cpu-model")
@@ -71,15 +76,32 @@ def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels
     for role, path in files.items():
         if not path.is_file():
             raise ManifestError(f"{role.replace('_', ' ')} not found: {path}")
-    report: Dict[str, Any] = {}
-    reports = sorted(model_dir.glob("*report*.json"))
-    if reports:
-        try:
-            loaded = json.loads(reports[0].read_text("utf-8"))
-            report = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError) as exc:
-            raise ManifestError(f"cannot read the compile report {reports[0]}: {exc}") from exc
     return ReleaseFiles(files, report)
+
+
+def _read_report(model_dir: Path) -> Dict[str, Any]:
+    """The compiler's JSON report (``*_edgetpu.json``, else ``*report*.json``), or {}."""
+    reports = sorted(model_dir.glob("*_edgetpu.json")) + sorted(model_dir.glob("*report*.json"))
+    if not reports:
+        return {}
+    try:
+        loaded = json.loads(reports[0].read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"cannot read the compile report {reports[0]}: {exc}") from exc
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _report_input_model(report: Dict[str, Any], model_dir: Path) -> Optional[Path]:
+    """The input model named by the report's first model, if that file exists."""
+    models = report.get("models")
+    name = models[0].get("input_model") if isinstance(models, list) and models and \
+        isinstance(models[0], dict) else None
+    if not isinstance(name, str) or not name:
+        return None
+    for candidate in (Path(name), model_dir / Path(name).name):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def file_entry(role: str, path: Path) -> FileEntry:
@@ -112,14 +134,17 @@ def build_manifest(name: str, version: str, source: ReleaseFiles, *, input_shape
     report = source.report
     created = now or datetime.now(timezone.utc)
     shape = input_shape or read_input_shape(source.files["cpu_model"])
-    runtime = min_runtime if min_runtime is not None else int(report.get("min_runtime_version", 0) or 0)
+    if min_runtime is None:  # edgetpu_compiler 16 targets runtime 14 unless told otherwise (-m)
+        default = 14 if "edgetpu_model" in source.files else 0
+        min_runtime = int(report.get("min_runtime_version", default) or default)
+    lineage = report.get("source_sha256") or file_entry("cpu_model", source.files["cpu_model"]).sha256
     return Manifest(
         name=check_name(name), version=check_version(version),
         files={role: file_entry(role, path) for role, path in source.files.items()},
         input={"shape": shape, "dtype": str(report.get("input_dtype", "uint8")), "mean": mean, "std": std},
         created_at=format_time(created), expires_at=format_time(created + timedelta(days=expires_days)),
-        min_runtime=runtime, compiler_version=str(report.get("compiler_version", "")),
-        source_sha256=str(report.get("source_sha256", "")), compile_report=report, golden_top1=golden_top1,
+        min_runtime=min_runtime, compiler_version=str(report.get("compiler_version", "")),
+        source_sha256=str(lineage), compile_report=report, golden_top1=golden_top1,
     )
 
 

@@ -197,3 +197,36 @@ def test_cli_pull_from_the_oci_store(tmp_path: Path, registry_server: RegistrySe
     assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["labels.txt", "model.tflite", "release.json"]
     assert not (tmp_path / ".got.download").exists()
     shutil.rmtree(tmp_path / "got")
+
+
+def test_push_takes_the_compiler_output_folder_and_its_report(tmp_path: Path,
+                                                              keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+    import hashlib
+
+    from helpers.fleet import BUILTIN_MODEL
+
+    key, pub = keys
+    build = tmp_path / "build"
+    build.mkdir()
+    source = tmp_path / "models" / "digits_int8.tflite"
+    source.parent.mkdir()
+    shutil.copyfile(BUILTIN_MODEL, source)
+    shutil.copyfile(BUILTIN_MODEL, build / "digits_int8_edgetpu.tflite")  # stands in for the compiled model
+    (build / "digits_int8_edgetpu.log").write_text("Operator  Count  Status\n")
+    (build / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
+    report = {"schema_version": 1, "compiler_version": "16.0.384591198", "compile_ms": 120,
+              "models": [{"input_model": str(source), "output_model": str(build / "digits_int8_edgetpu.tflite")}]}
+    (build / "digits_int8_edgetpu.json").write_text(json.dumps(report))
+    store = str(tmp_path / "store")
+    res = cli("push", str(build), "--name", "digits", "--version", "5", "--key", str(tmp_path / "keys" / "signing.key"),
+              "--store", store)
+    assert res.exit_code == 0, res.output
+    signed = json.loads(cli("show", "digits:5", "--store", store).output)["signed"]
+    assert set(signed["files"]) == {"edgetpu_model", "cpu_model", "labels"}
+    assert signed["compiler_version"] == "16.0.384591198"
+    assert signed["min_runtime"] == 14
+    assert signed["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert signed["compile_report"]["compile_ms"] == 120
+    old_runtime = CliRunner().invoke(main, ["pull", "digits:5", "--to", str(tmp_path / "got"), "--trust", str(pub),
+                                            "--runtime", "13", "--store", store])
+    assert old_runtime.exit_code == 1 and "needs Edge TPU runtime 14" in old_runtime.output
