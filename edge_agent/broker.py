@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import socket
+import ssl
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import unquote, urlsplit
@@ -92,3 +94,16 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for a connection failure, for one-line messages."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failure ({exc.reason or exc})"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -18,7 +18,6 @@ PublishError; a broker that is merely unreachable is not an error (results queue
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import select
@@ -26,37 +25,22 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from .broker import Backoff, Topics, parse_broker_url
+from .broker import Backoff, Topics, describe_error, parse_broker_url
 from .config import MqttConfig
 from .errors import ConfigError, PublishError
 from .outbox import Message, Outbox
+from .sender import OutboxSender
 
 log = logging.getLogger(__name__)
 
 #: handler for an incoming control message: (topic, payload bytes) -> None
 MessageHandler = Callable[[str, bytes], None]
-_DELETE_BATCH = 500  # acknowledged rows deleted per commit at most ...
-_DELETE_INTERVAL = 0.1  # ... and at least this often (s); a crash in between only resends them
-_CHECKPOINT_INTERVAL = 1.0  # s between outbox checkpoints (see Outbox.checkpoint)
-_FRESH_MAX = 10_000  # messages handed over in memory; past this the publisher reads the outbox
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failure ({exc.reason or exc})"
-    if isinstance(exc, socket.gaierror):
-        return f"host name not resolved ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 class MqttPublisher:
@@ -89,10 +73,6 @@ class MqttPublisher:
         self._subscriptions: Dict[str, Tuple[MessageHandler, int, int]] = {}
         self._connect_hooks: List[Callable[[MqttPublisher], None]] = []
         self._lock = threading.Lock()
-        self._acked: Deque[Tuple[int, bool]] = collections.deque()  # (mid, refused) from the network thread
-        self._fresh: Deque[Message] = collections.deque()  # committed, not yet handed to paho
-        self._fresh_overflow = False
-        self._backlog = True
         self._connected = threading.Event()
         self._connack: Optional[Any] = None
         self._state = "new"
@@ -100,17 +80,12 @@ class MqttPublisher:
         self._starting = False
         self._sleeping = False  # the network thread waits on its sockets: enqueue() must wake it
         self._net_ident = 0
-        self._inflight: Dict[int, int] = {}  # paho mid -> outbox seq; network thread only
-        self._done: List[int] = []  # acknowledged seqs, deleted from the outbox in batches
-        self._last_seq = 0  # highest outbox seq handed to paho
-        self._flush_at = 0.0
-        self._checkpoint_at = 0.0
         self._publishing_done = threading.Event()
         self._stop_publishing = threading.Event()
         self._stop_network = threading.Event()
         self._threads: List[threading.Thread] = []
-        self.refused = 0  # messages the broker refused with an MQTT 5 reason code
         self._client = self._make_client(device_id)
+        self._sender = OutboxSender(outbox, self._client, window)
         self._wake_pair = socket.socketpair()  # wakes the network thread when paho has packets to send
         for sock in self._wake_pair:
             sock.setblocking(False)
@@ -137,7 +112,7 @@ class MqttPublisher:
                     keyfile=str(cfg.key_file) if cfg.key_file else None,
                 )
             except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"mqtt TLS files cannot be loaded: {_describe(exc)}") from exc
+                raise ConfigError(f"mqtt TLS files cannot be loaded: {describe_error(exc)}") from exc
         elif cfg.ca_file or cfg.cert_file:
             raise ConfigError(f"mqtt.ca_file/cert_file are set but {cfg.url!r} is not mqtts://")
         client.will_set(self.topics.status, b"offline", qos=1, retain=True)
@@ -261,10 +236,10 @@ class MqttPublisher:
                     return self._connected.is_set(), self._connack is None
             return self._connected.is_set(), False
         except ssl.SSLError as exc:
-            raise PublishError(f"TLS connection to {addr.host}:{addr.port} failed: {_describe(exc)}; "
+            raise PublishError(f"TLS connection to {addr.host}:{addr.port} failed: {describe_error(exc)}; "
                                f"check --mqtt-ca and the broker's certificate") from exc
         except OSError as exc:
-            self._set_state("disconnected", f"broker {addr.host}:{addr.port} unreachable ({_describe(exc)}); "
+            self._set_state("disconnected", f"broker {addr.host}:{addr.port} unreachable ({describe_error(exc)}); "
                                             f"results are queued in the outbox")
             return False, False
 
@@ -292,8 +267,7 @@ class MqttPublisher:
         self._threads[0].join(timeout=5)
         self._stop_network.set()
         self._threads[0].join()
-        self.outbox.delete(self._done)  # the network thread has ended: its acknowledgements are ours
-        self._done.clear()
+        self._sender.flush()  # the network thread has ended: its acknowledgements are ours now
         self._close_sockets()
         left = len(self.outbox)
         if left:
@@ -314,11 +288,7 @@ class MqttPublisher:
         """
         qos = self.config.qos if qos is None else qos
         seq = self.outbox.put(topic, payload, qos)
-        # Hand the committed message to the publisher in memory too, so it need not read it back.
-        if len(self._fresh) < _FRESH_MAX:
-            self._fresh.append(Message(seq, topic, payload, qos, False))
-        else:
-            self._fresh_overflow = True  # the network thread reads the outbox instead
+        self._sender.add(Message(seq, topic, payload, qos, False))
         if self._sleeping:
             self._kick()
         return seq
@@ -337,69 +307,10 @@ class MqttPublisher:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _next_batch(self, last_seq: int, room: int) -> List[Message]:
-        """Up to ``room`` messages after ``last_seq``: from memory when caught up, else the outbox.
-
-        Every committed message is either in ``_fresh`` or was committed before the last outbox
-        read that came back short, so reading the outbox until it comes back short, then
-        switching to ``_fresh`` (skipping what was already read) misses nothing.
-        """
-        if self._backlog or self._fresh_overflow:
-            self._fresh_overflow = False
-            rows = self.outbox.peek(last_seq, room)
-            self._backlog = len(rows) == room
-            return rows
-        batch: List[Message] = []
-        while self._fresh and len(batch) < room:
-            msg = self._fresh.popleft()
-            if msg.seq > last_seq:
-                batch.append(msg)
-        return batch
-
-    def _send_ready(self) -> float:
-        """The publishing step of the network thread: collect acknowledgements, hand the next
-        outbox messages to paho (at most ``window`` unacknowledged), delete acknowledged rows in
-        batches, checkpoint the outbox. Returns how long the thread may then wait (s)."""
-        inflight, done = self._inflight, self._done
-        while self._acked:
-            mid, refused = self._acked.popleft()
-            seq = inflight.pop(mid, None)
-            if seq is not None:
-                done.append(seq)
-                self.refused += refused
-        sending = self._connected.is_set() and not self._stop_publishing.is_set()
-        room = self._window - len(inflight)
-        rows = self._next_batch(self._last_seq, room) if sending and room > 0 else []
-        for msg in rows:
-            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-            if msg.qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                done.append(msg.seq)  # at most once: handed to the network
-            elif msg.qos > 0 and info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                inflight[info.mid] = msg.seq  # paho resends it after a reconnect
-            else:
-                self._backlog = True  # not sent: read it (and what follows) from the outbox again
-                break
-            self._last_seq = msg.seq
-        now = time.monotonic()
-        if done and (len(done) >= _DELETE_BATCH or now >= self._flush_at or not inflight
-                     or self._stop_publishing.is_set()):
-            self.outbox.delete(done)
-            done.clear()
-            self._flush_at = now + _DELETE_INTERVAL
-        if now >= self._checkpoint_at:  # the disk sync happens here, never on the frame loop's thread
-            self.outbox.checkpoint()
-            self._checkpoint_at = now + _CHECKPOINT_INTERVAL
-        if self._stop_publishing.is_set() and not done:
-            self._publishing_done.set()
-        if sending and len(inflight) < self._window and (self._fresh or self._backlog or self._fresh_overflow):
-            return 0.0  # more to send
-        return _DELETE_INTERVAL if (done or inflight) else 0.2
-
     # ---- network thread and paho callbacks --------------------------------------------------
     def _run_network(self, need_connect: bool) -> None:
         addr = self.address
         self._net_ident = threading.get_ident()
-        self._checkpoint_at = time.monotonic() + _CHECKPOINT_INTERVAL
         while not self._stop_network.is_set():
             if need_connect:
                 if self._closing:
@@ -410,13 +321,16 @@ class MqttPublisher:
                     need_connect = False
                 except OSError as exc:  # includes ssl.SSLError and name resolution
                     self._set_state("disconnected", f"cannot reach broker {addr.host}:{addr.port}: "
-                                                    f"{_describe(exc)}; retrying with backoff")
-                    self._send_ready()  # deletes what was acknowledged before the outage
+                                                    f"{describe_error(exc)}; retrying with backoff")
+                    self._sender.flush()  # deletes what was acknowledged before the outage
                     self._stop_network.wait(self._backoff.next())
                     continue
-            timeout = self._send_ready()
+            stopping = self._stop_publishing.is_set()
+            timeout = self._sender.step(sending=self._connected.is_set() and not stopping, stopping=stopping)
+            if stopping:
+                self._publishing_done.set()  # acknowledged rows are deleted: stop() may go on
             self._sleeping = True
-            if self._fresh and self._connected.is_set():  # enqueued before _sleeping was seen
+            if self._sender.has_fresh and self._connected.is_set():  # enqueued before _sleeping was seen
                 timeout = 0.0
             rc = self._pump(timeout)
             self._sleeping = False
@@ -470,7 +384,7 @@ class MqttPublisher:
         refused = bool(getattr(reason_code, "is_failure", False))
         if refused:
             log.warning("broker refused message %s: %s", mid, reason_code)
-        self._acked.append((mid, refused))  # on the network thread: _send_ready() collects it next
+        self._sender.acknowledged(mid, refused)  # on the network thread: the next step collects it
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
