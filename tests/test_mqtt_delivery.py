@@ -242,3 +242,26 @@ def test_large_messages_from_several_threads_arrive_intact(mosquitto: Mosquitto,
     blobs = [hashlib.sha256(p).digest() for t, p, _r in sub.messages if "/blob/" in t]
     assert sorted(blobs) == sorted(sent)
     assert len(set(classification_ids(sub))) == 200
+
+
+def test_results_beyond_the_in_memory_handoff_are_read_back_from_the_outbox_in_order(
+        mosquitto: Mosquitto, outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge_agent.sender.FRESH_MAX", 5)
+    sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
+    publisher = make_publisher(mosquitto, outbox)
+    publisher.start()
+    try:
+        mosquitto.stop()
+        assert wait_for(lambda: not publisher.connected)
+        results = [make_result(frame) for frame in range(50)]
+        sink = MqttSink(publisher)
+        for result in results:
+            sink(result)
+        mosquitto.start()
+        assert sub.wait_until(lambda s: len(set(classification_ids(s))) == 50)
+    finally:
+        publisher.stop()
+        sub.close()
+    frames = [p["frame"] for p in sub.json_on("/classification")]
+    first_seen = sorted(set(frames), key=frames.index)
+    assert first_seen == list(range(50)), "sent oldest first"
