@@ -148,7 +148,8 @@ class PublishingSession:
         if self._stats_thread is not None:
             self._stats_thread.join()
         if self.publisher is not None:
-            self.publish_stats()
+            if self.config.mqtt.stats_interval > 0:
+                self.publish_stats()  # the final figures
             self.publisher.stop(flush_timeout)
         if self.outbox is not None:
             self.outbox.close()

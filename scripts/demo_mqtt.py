@@ -100,7 +100,7 @@ def publishing(port: int, device_id: str, classifier: object) -> Iterator[Tuple[
     subscriber that was listening before the first result."""
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
         config = Config(device_id=device_id, state_dir=Path(state),
-                        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{port}", stats_interval=0))
+                        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{port}", stats_interval=60))  # stats once, at the end
         sub = DemoSubscriber(port, f"{config.mqtt.topic_prefix}/{device_id}/#")
         model = model_announcement(classifier.model, classifier.runtime.backend)  # type: ignore[attr-defined]
         session = PublishingSession(config, model).start()

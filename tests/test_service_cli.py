@@ -184,3 +184,31 @@ def test_wrong_password_stops_classify_with_one_line(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "refused the login" in errors[0] and "wrong" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_run_takes_the_file_then_the_environment_then_flags(mosquitto: Mosquitto, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'device_id = "from-file"\ntop_k = 2\n[mqtt]\nurl = "{mosquitto.url}"\n'
+                      f'topic_prefix = "farm"\nqos = 0\nstats_interval = 0\n')
+    monkeypatch.setenv("EDGE_AGENT_DEVICE_ID", "from-env")
+    monkeypatch.setenv("EDGE_AGENT_MQTT_QOS", "1")
+    monkeypatch.setenv("EDGE_AGENT_STATE_DIR", str(tmp_path / "state"))
+    sub = Subscriber(mosquitto.host, mosquitto.port, "farm/#")
+    try:
+        result = CliRunner().invoke(main, ["run", "--config", str(config), "--device-id", "from-flag"])
+        assert result.exit_code == 0, result.output
+        assert sub.wait_until(lambda s: len(s.on("/classification")) == 20 and s.on("/status")[-1:] == [b"offline"])
+    finally:
+        sub.close()
+    topics = {t for t, _p, _r in sub.messages}
+    assert topics == {"farm/from-flag/classification", "farm/from-flag/status", "farm/from-flag/model"}
+    payloads = sub.json_on("/classification")
+    assert {p["device"] for p in payloads} == {"from-flag"} and {len(p["top_k"]) for p in payloads} == {2}
+
+
+def test_run_with_a_bad_config_value_names_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[mqtt]\nurl = "mqtt://localhost"\nqos = 5\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(config)])
+    assert result.exit_code == 2 and "mqtt.qos must be 0, 1 or 2, got 5" in result.output
