@@ -24,7 +24,8 @@ def loaded_heavy_modules(body: str) -> str:
 
 def test_importing_the_agent_and_its_mqtt_modules_loads_no_heavy_library() -> None:
     body = ("import edge_agent, edge_agent.mqtt, edge_agent.outbox, edge_agent.publish, edge_agent.service, "
-            "edge_agent.config, edge_agent.stats, edge_agent.hass")
+            "edge_agent.config, edge_agent.stats, edge_agent.hass, edge_agent.sender, edge_agent.broker, "
+            "edge_agent.options")
     assert loaded_heavy_modules(body) == ""
 
 
