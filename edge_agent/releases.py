@@ -17,20 +17,17 @@ always starts on a release that was healthy before, or on the new one once it is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from edge_agent.errors import UpdateError
 from registry.errors import RegistryError
+from registry.files import atomic_write, fsync_dir, sha256_file
 from registry.manifest import ENVELOPE_NAME, Manifest, check_name, check_version
-from registry.pull import fsync_dir
 from registry.signing import TrustedKeys, verify_envelope
 
 log = logging.getLogger(__name__)
@@ -88,28 +85,6 @@ class ActiveRelease:
         return {"name": self.name, "version": self.version}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ReleaseState:
     """The state directory of one device. Not thread-safe: the updater's worker owns it."""
 
@@ -144,7 +119,7 @@ class ReleaseState:
                 path.unlink()
                 fsync_dir(self.root)
             return
-        _atomic_write(path, json.dumps({"name": pointer["name"], "version": pointer["version"]}).encode())
+        atomic_write(path, json.dumps({"name": pointer["name"], "version": pointer["version"]}).encode())
 
     def load(self, pointer: Pointer) -> ActiveRelease:
         """Verify an installed release (signature, sizes, sha256) and return it; raise UpdateError."""
@@ -155,7 +130,7 @@ class ReleaseState:
                 raise UpdateError(f"{directory} holds {manifest.ref}")
             for entry in manifest.files.values():
                 path = directory / entry.path
-                if path.stat().st_size != entry.size or _sha256(path) != entry.sha256:
+                if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
                     raise UpdateError(f"{path} differs from its signed manifest")
         except FileNotFoundError as exc:
             raise UpdateError(f"release {pointer['name']}:{pointer['version']} is incomplete: "
@@ -169,7 +144,7 @@ class ReleaseState:
     def begin_trial(self, new: Pointer, command_key: str) -> None:
         """Record the old pointers in ``trial``, then make ``new`` current and the old one previous."""
         old_current, old_previous = self.read_pointer("current"), self.read_pointer("previous")
-        _atomic_write(self.root / "trial", json.dumps({"command": command_key, "current": old_current,
+        atomic_write(self.root / "trial", json.dumps({"command": command_key, "current": old_current,
                                                        "previous": old_previous, "new": new}).encode())
         self.write_pointer("previous", old_current)
         self.write_pointer("current", new)
@@ -249,4 +224,4 @@ class ReleaseState:
         data[key] = status
         while len(data) > MAX_HANDLED:
             data.pop(next(iter(data)))
-        _atomic_write(self.root / "handled.json", json.dumps(data).encode())
+        atomic_write(self.root / "handled.json", json.dumps(data).encode())

@@ -53,15 +53,6 @@ def validate_device(device: str) -> str:
     return device
 
 
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 def read_model(path: Path) -> bytes:
     """Read a .tflite file and check it is one, before any native code parses it.
 

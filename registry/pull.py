@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Callable, Dict, Optional, Protocol, Tuple
 
 from registry.errors import DownloadError, NotFound, StoreError, VerificationError
+from registry.files import fsync_dir, sha256_file
 from registry.manifest import (
     ENVELOPE_NAME,
     MAX_ENVELOPE_BYTES,
@@ -280,14 +281,6 @@ def _download_file(source: Source, name: str, version: str, entry: FileEntry, pa
     return transferred
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pull_release(source: Source, name: str, version: str, trusted: TrustedKeys, target: Path,
                  work_dir: Path, *, runtime_version: Optional[int] = None,
                  on_manifest: Optional[Callable[[Manifest], None]] = None,
@@ -317,7 +310,7 @@ def pull_release(source: Source, name: str, version: str, trusted: TrustedKeys, 
         if part.stat().st_size != entry.size:
             part.unlink(missing_ok=True)
             raise VerificationError(f"{entry.path}: size differs from the signed manifest")
-        if _sha256(part) != entry.sha256:
+        if sha256_file(part) != entry.sha256:
             part.unlink(missing_ok=True)
             raise VerificationError(f"{entry.path}: sha256 differs from the signed manifest")
         parts[entry.path] = part
@@ -352,14 +345,5 @@ def install_verified(envelope: bytes, parts: Dict[str, Path], target: Path) -> N
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 __all__ = ["LocalSource", "OciSource", "PullResult", "open_source", "pull_release", "check_manifest",
-           "install_verified", "fsync_dir"]
+           "install_verified"]

@@ -20,21 +20,9 @@ from pathlib import Path
 from typing import Dict, List, Mapping
 
 from registry.errors import AlreadyExists, NotFound, StoreError
+from registry.files import atomic_write
 from registry.manifest import ENVELOPE_NAME, check_filename, check_name, check_version
 from registry.store.base import CHANNELS, Store, sort_versions
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LocalStore(Store):
@@ -120,7 +108,7 @@ class LocalStore(Store):
             raise StoreError(f"{name}:{version} is yanked and cannot be promoted")
         chans = self.channels(name)
         chans[channel] = version
-        _atomic_write(self._name_dir(name) / "channels.json", json.dumps(chans, sort_keys=True).encode())
+        atomic_write(self._name_dir(name) / "channels.json", json.dumps(chans, sort_keys=True).encode())
 
     def yanked(self, name: str) -> List[str]:
         data = self._read_json(self._name_dir(name) / "yanked.json", [])
@@ -129,6 +117,6 @@ class LocalStore(Store):
     def yank(self, name: str, version: str) -> None:
         self.release_dir(name, version)
         yanked = sorted(set(self.yanked(name)) | {version})
-        _atomic_write(self._name_dir(name) / "yanked.json", json.dumps(yanked).encode())
+        atomic_write(self._name_dir(name) / "yanked.json", json.dumps(yanked).encode())
         chans = {c: v for c, v in self.channels(name).items() if v != version}
-        _atomic_write(self._name_dir(name) / "channels.json", json.dumps(chans, sort_keys=True).encode())
+        atomic_write(self._name_dir(name) / "channels.json", json.dumps(chans, sort_keys=True).encode())

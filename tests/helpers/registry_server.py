@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from helpers.mosquitto import free_port, wait_for_port
+from helpers.mosquitto import free_port, terminate, wait_for_port
 
 BINARY = Path("/usr/bin/docker-registry")
 
@@ -70,12 +70,7 @@ class RegistryServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        terminate(self.proc)
         self.proc = None
 
     def __enter__(self) -> RegistryServer:
