@@ -16,14 +16,13 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import click
 
+from .bundled import demo_images, demo_model
 from .errors import EdgeAgentError
 from .options import load_cli_config, publish_options
 
 F = TypeVar("F", bound=Callable[..., Any])
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = PACKAGE_ROOT / "models" / "digits_int8.tflite"
-DEFAULT_LABELS = PACKAGE_ROOT / "labels" / "digits.txt"
-DEFAULT_INPUT = PACKAGE_ROOT / "images"
+DEFAULT_MODEL = demo_model()
+DEFAULT_INPUT = demo_images()
 
 
 class AgentCliError(click.ClickException):

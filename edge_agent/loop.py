@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .bundled import bundled
 from .classify import Normalization, check_labels, dequantize, preprocess, top_k
 from .result import Classification, ModelInfo
 from .runtime import Runtime
@@ -213,10 +214,9 @@ def default_labels(model: Path) -> Optional[Path]:
     """Labels to use when none are given: ``labels.txt`` or ``<name>_labels.txt`` / ``<name>.txt``
     beside the model, or the bundled labels for the bundled demo model."""
     stem = model.name.replace("_edgetpu.tflite", ".tflite").replace(".tflite", "")
-    root = Path(__file__).resolve().parent.parent
     candidates = [model.parent / f"{stem}_labels.txt", model.parent / f"{stem}.txt", model.parent / "labels.txt"]
     if stem.endswith("_int8"):
-        candidates.append(root / "labels" / f"{stem[:-5]}.txt")
+        candidates.append(bundled("labels", f"{stem[:-5]}.txt"))
     return next((c for c in candidates if c.is_file()), None)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -105,16 +104,16 @@ def run_agent(config: Config, *, stop: Optional[threading.Event] = None) -> None
 
     Raises ModelError, DelegateError, InputError, ConfigError or PublishError.
     """
+    from .bundled import demo_images, demo_model
     from .loop import FrameLoop, build_classifier
     from .publish import model_announcement
     from .sources import open_source
 
-    root = Path(__file__).resolve().parent.parent
-    model = config.model or root / "models" / "digits_int8.tflite"
+    model = config.model or demo_model()
     classifier = build_classifier(model, config.labels, device=config.device, runtime=config.runtime,
                                   threads=config.threads, k=config.top_k, threshold=config.threshold,
                                   device_id=config.device_id)
-    source = open_source(config.input or str(root / "images"))
+    source = open_source(config.input or str(demo_images()))
     announcement = model_announcement(classifier.model, classifier.runtime.backend)
 
     def frame_loop(sinks: Sequence[Sink], stop_event: threading.Event) -> None:
