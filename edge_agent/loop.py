@@ -101,7 +101,6 @@ class LoopStats:
     dropped: int = 0
     skipped: int = 0
     started: float = field(default_factory=time.monotonic)
-    inference_ms: List[float] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -191,9 +190,6 @@ class FrameLoop:
                     last = time.monotonic()
                 result = self.classifier.classify(frame, tensor, spec, pre_ms)
                 self.stats.frames += 1
-                self.stats.inference_ms.append(result.inference_ms)
-                if len(self.stats.inference_ms) > 10000:
-                    del self.stats.inference_ms[:5000]
                 for sink in self.sinks:
                     sink(result)
         finally:
