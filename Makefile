@@ -10,7 +10,7 @@ ARGS ?=
 SYSTEM_PACKAGES := mosquitto docker-registry
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-dev system-deps demo test test-fast lint bench compile models clean
+.PHONY: help venv venv-dev system-deps demo test test-fast lint format bench compile models clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,15 +38,20 @@ demo: $(VENV)/.base ## classify the bundled sample images with the bundled model
 	@bash scripts/system-deps.sh mosquitto
 	$(PY) scripts/demo.py $(ARGS)
 
-test: system-deps $(VENV)/.dev ## install everything and run the whole test suite
+test: system-deps $(VENV)/.dev lint ## install everything, check lint and format, run the whole test suite
 	$(PY) -m pytest $(ARGS)
 
 test-fast: $(VENV)/.dev ## the test suite without the slow TensorFlow and fleet tests
 	$(PY) -m pytest -m 'not slow and not edgetpu' $(ARGS)
 
-lint: $(VENV)/.dev ## ruff and mypy
+lint: $(VENV)/.dev ## ruff check, ruff format --check and mypy (tests included)
 	$(PY) -m ruff check .
-	$(PY) -m mypy edge_agent registry compiler
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy edge_agent registry compiler release_contract tests bench scripts
+
+format: $(VENV)/.dev ## ruff format the tree and apply ruff's safe fixes
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 bench: $(VENV)/.dev ## benchmarks: print ratios measured side by side in one run
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -82,7 +82,7 @@ def write_video(folder: Path, frames: int) -> Path:
     import cv2
 
     video = folder / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 30, (640, 480))
     yy, xx = np.mgrid[0:480, 0:640]
     jpgs = folder / "frames"
     jpgs.mkdir()
@@ -114,8 +114,9 @@ def raw_invoke_fps(model: Path, threads: int, frames: int) -> float:
 
 
 def agent_fps(model: Path, video: Path, threads: int) -> float:
-    from edge_agent.loop import FrameLoop, build_classifier
-    from edge_agent.sources import open_source
+    from edge_agent.inference.classifier import build_classifier
+    from edge_agent.inference.loop import FrameLoop
+    from edge_agent.inference.sources import open_source
 
     classifier = build_classifier(model, None, threads=threads)
     stats = FrameLoop(classifier, open_source(str(video)), []).run()
@@ -124,15 +125,16 @@ def agent_fps(model: Path, video: Path, threads: int) -> float:
 
 def predecoded_fps(model: Path, video: Path, threads: int) -> float:
     """The same frame loop on frames decoded beforehand: what the loop costs without video decoding."""
-    from edge_agent.loop import FrameLoop, build_classifier
-    from edge_agent.sources import Frame, Source, open_source
+    from edge_agent.inference.classifier import build_classifier
+    from edge_agent.inference.loop import FrameLoop
+    from edge_agent.inference.sources import Frame, Source, open_source
 
     frames = [f.image for f in open_source(str(video)).frames()]
 
     class Decoded(Source):
         name = "decoded"
 
-        def frames(self):  # type: ignore[override]
+        def frames(self):
             for i, image in enumerate(frames):
                 yield Frame(image, self.name, i, 0.0)
 

@@ -36,10 +36,11 @@ import cv2  # noqa: E402
 from helpers.mosquitto import Mosquitto  # noqa: E402
 
 from edge_agent.config import Config, MqttConfig  # noqa: E402
-from edge_agent.loop import Classifier, FrameLoop, build_classifier  # noqa: E402
-from edge_agent.publish import PublishingSession  # noqa: E402
-from edge_agent.sources import Frame, Source, open_source  # noqa: E402
-from edge_agent.stats import percentile  # noqa: E402
+from edge_agent.inference.classifier import Classifier, build_classifier  # noqa: E402
+from edge_agent.inference.loop import FrameLoop  # noqa: E402
+from edge_agent.inference.sources import Frame, Source, open_source  # noqa: E402
+from edge_agent.publishing.session import PublishingSession  # noqa: E402
+from edge_agent.publishing.stats import percentile  # noqa: E402
 
 SUBSCRIBER = r"""
 import sys, time

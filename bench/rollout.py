@@ -34,12 +34,14 @@ from helpers.fleet import make_release_dir  # noqa: E402
 from helpers.mosquitto import Mosquitto  # noqa: E402
 from helpers.registry_server import RegistryServer  # noqa: E402
 
-from edge_agent.releases import ReleaseState  # noqa: E402
-from registry.protocol import Command, device_topic  # noqa: E402
-from registry.pull import open_source, pull_release  # noqa: E402
+from edge_agent.updating.state import ReleaseState  # noqa: E402
 from registry.release import build_manifest, find_release_files, push_release  # noqa: E402
-from registry.signing import TrustedKeys, generate_keypair, load_private_key  # noqa: E402
 from registry.store import open_store  # noqa: E402
+from release_contract.fetch import pull_release  # noqa: E402
+from release_contract.protocol import Command  # noqa: E402
+from release_contract.signing import TrustedKeys, generate_keypair, load_private_key  # noqa: E402
+from release_contract.stores import open_source  # noqa: E402
+from release_contract.topics import device_topic  # noqa: E402
 
 
 def pct(values: List[float], q: float) -> float:

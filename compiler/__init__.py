@@ -9,6 +9,6 @@ Importing this package imports neither TensorFlow nor docker; the modules that n
 them import them inside the functions that do.
 """
 
-__all__ = ["__version__"]
+from release_contract import __version__
 
-__version__ = "0.1.0"
+__all__ = ["__version__"]

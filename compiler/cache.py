@@ -20,15 +20,6 @@ log = logging.getLogger(__name__)
 STDOUT_FILE = "stdout.txt"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_key(input_digests: Sequence[str], compiler_version: str, args: Sequence[str]) -> str:
     """The key of a run: same models (in order), compiler and options -> same key."""
     payload = json.dumps({"inputs": list(input_digests), "compiler": compiler_version, "args": list(args)})

@@ -18,20 +18,17 @@ import click
 
 from compiler import calibration
 from compiler.errors import CalibrationError, CompilerError
+from release_contract.exits import MappedErrorsGroup
 
 DEFAULT_OUT = Path("models")
 
 
-def _user_error(message: str, exit_code: int) -> click.ClickException:
-    """A ClickException (one line on stderr, no traceback) with the given exit code."""
-    cls = type("CompileError", (click.ClickException,), {"exit_code": exit_code})
-    return cls(message)
-
-
-class DefaultGroup(click.Group):
-    """A group that runs ``compile`` when the first argument is not a subcommand."""
+class DefaultGroup(MappedErrorsGroup):
+    """A group that runs ``compile`` when the first argument is not a subcommand; the package's
+    errors become one line and their exit code (see :mod:`release_contract.exits`)."""
 
     default_command = "compile"
+    roots = (CompilerError,)
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
         """Insert the default command unless a subcommand or a group option comes first."""
@@ -42,13 +39,6 @@ class DefaultGroup(click.Group):
         if rest and rest[0] not in self.commands and rest[0] not in ("--help", "-h", "--version"):
             args = [*args[:i], self.default_command, *rest]
         return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        """Map the package's errors to one line on stderr and their exit code."""
-        try:
-            return super().invoke(ctx)
-        except CompilerError as exc:
-            raise _user_error(str(exc), exc.exit_code) from exc
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

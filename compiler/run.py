@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from compiler import report as reports
-from compiler.cache import CompileCache, cache_key, sha256_file
+from compiler.cache import CompileCache, cache_key
 from compiler.edgetpu import DEFAULT_TIMEOUT_SEC, GRACE_SEC, Backend, CompileOptions
 from compiler.errors import CompileFailedError, ModelSourceError
+from release_contract.files import sha256_file
+from release_contract.models import is_tflite
+from release_contract.report import CompileReport as CompileReportFile
 
 log = logging.getLogger(__name__)
 
-REPORT_SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -61,7 +63,7 @@ def _check_model(path: Path) -> None:
         raise ModelSourceError(f"model not found: {path}")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if head[4:8] != b"TFL3":
+    if not is_tflite(head):
         hint = " (quantize it first: edge-compile quantize)" if path.suffix in (".keras", ".h5") else ""
         raise ModelSourceError(f"{path} is not a TensorFlow Lite model{hint}")
 
@@ -123,6 +125,7 @@ def compile_models(
                 key,
                 entry is not None,
                 backend.name,
+                options.min_runtime_version,
             )
         )
     return CompileOutcome(result, outputs, report_files, entry is not None, key, backend.name)
@@ -163,20 +166,15 @@ def _write_report(
     key: str,
     cached: bool,
     backend: str,
+    min_runtime_version: Optional[int],
 ) -> Path:
-    """Write one model's JSON report beside its compiled model."""
+    """Write one model's JSON report (:class:`release_contract.report.CompileReport`) beside it."""
     out = Path(model.output_model)
-    payload = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "compiler_version": result.compiler_version,
-        "compile_ms": result.compile_ms,
-        "backend": backend,
-        "compiler_args": list(args),
-        "cache_key": key,
-        "cached": cached,
-        "inputs": [{"path": str(p), "sha256": d} for p, d in zip(inputs, digests)],
-        "output": {"path": str(out), "sha256": sha256_file(out), "size": out.stat().st_size},
-        "model": asdict(model),
-    }
-    target.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    report = CompileReportFile(
+        compiler_version=result.compiler_version, output_sha256=sha256_file(out), output_size=out.stat().st_size,
+        output_path=str(out), inputs=[{"path": str(p), "sha256": d} for p, d in zip(inputs, digests)],
+        model=asdict(model), compile_ms=result.compile_ms, backend=backend, compiler_args=list(args),
+        cache_key=key, cached=cached, min_runtime_version=min_runtime_version,
+    )
+    target.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return target

@@ -19,6 +19,7 @@ from flatbuffers.table import Table
 
 from compiler._opnames import builtin_name
 from compiler.errors import ModelSourceError
+from release_contract.models import is_tflite
 
 # TensorType enum of the schema.
 TENSOR_TYPES = (
@@ -180,7 +181,7 @@ def parse(data: bytes) -> TfliteModel:
     Raises:
         ModelSourceError: the bytes are not a TensorFlow Lite model.
     """
-    if len(data) < 8 or data[4:8] != b"TFL3":
+    if not is_tflite(data):
         raise ModelSourceError("not a TensorFlow Lite model (no 'TFL3' file identifier)")
     try:
         root = Table(bytearray(data), encode.Get(packer.uoffset, data, 0))

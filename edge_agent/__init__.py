@@ -4,4 +4,6 @@ Importing this package is cheap: it imports neither TensorFlow, docker nor oras,
 it starts nothing. The heavy parts (interpreter, OpenCV) load when first used.
 """
 
-__version__ = "0.1.0"
+from release_contract import __version__
+
+__all__ = ["__version__"]

@@ -1,5 +1,6 @@
 """``python -m edge_agent`` runs the ``edge-agent`` command."""
 
-from .cli import main
+from edge_agent.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

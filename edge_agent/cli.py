@@ -2,12 +2,11 @@
 
 Each command parses its options and calls the library; errors meant for users
 (:class:`~edge_agent.errors.EdgeAgentError`) become one line on stderr and a
-non-zero exit, mapped in :func:`_errors`.
+non-zero exit (the table of exit codes is in :mod:`release_contract.exits`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -16,37 +15,21 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import click
 
-from .bundled import demo_images, demo_model
-from .errors import EdgeAgentError
-from .options import load_cli_config, publish_options
+from edge_agent.bundled import demo_images, demo_model
+from edge_agent.config import RUNTIMES
+from edge_agent.errors import EdgeAgentError
+from edge_agent.options import load_cli_config, publish_options
+from release_contract.exits import MappedErrorsGroup, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MODEL = demo_model()
 DEFAULT_INPUT = demo_images()
 
 
-class AgentCliError(click.ClickException):
-    """A user-facing error: one line, no traceback, the error's exit code."""
+class AgentGroup(MappedErrorsGroup):
+    """The agent's errors become one line and their exit code (see :mod:`release_contract.exits`)."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
-
-
-def _errors(fn: F) -> F:
-    """Translate the agent's errors (and a closed stdout) into one-line CLI errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except EdgeAgentError as exc:
-            raise AgentCliError(str(exc), exc.exit_code) from exc
-        except BrokenPipeError:
-            sys.stderr.close()  # `edge-agent classify | head`: the reader is gone; end quietly
-            raise SystemExit(0) from None
-
-    return wrapper  # type: ignore[return-value]
+    roots = (EdgeAgentError,)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -55,7 +38,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.captureWarnings(True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=AgentGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.version_option(package_name="edgetpu-fleet", prog_name="edge-agent")
@@ -99,7 +82,7 @@ def _print_jsonl(result: Any) -> None:
               help="What to print on stdout; jsonl has the same fields as the MQTT payload.")
 @click.option("--device", "-d", default="auto", show_default=True,
               help="auto, cpu, usb, usb:N, pci, pci:N or :N. A TPU asked for by name never falls back to the CPU.")
-@click.option("--runtime", type=click.Choice(["auto", "litert", "tflite-runtime", "tensorflow"]), default="auto",
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto",
               show_default=True, help="Interpreter package.")
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="CPU interpreter threads.")
 @click.option("--mean", type=float, default=None, help="Pixel mean the model expects (with --std).")
@@ -109,7 +92,6 @@ def _print_jsonl(result: Any) -> None:
               help="Refuse images larger than this (decompression bombs).")
 @click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
 @publish_options
-@_errors
 def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, threshold: float,
              count: Optional[int], fps: Optional[float], output: str, device: str, runtime: str, threads: int,
              mean: Optional[float], std: Optional[float], keep_aspect: bool, max_pixels: int,
@@ -126,34 +108,21 @@ def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, t
       edge-agent classify -i cam:0 --mqtt mqtt://localhost:1883 --only-on-change
       EDGE_AGENT_MQTT_PASSWORD=... edge-agent classify --mqtt mqtts://broker:8883 --mqtt-user cam1
     """
-    from .classify import Normalization
-    from .loop import build_classifier
-    from .publish import open_publishing
-    from .sources import open_source
+    from edge_agent.service import run_pipeline
 
-    config = load_cli_config(None, {**publish, "device_id": device_id})  # bad MQTT settings fail first
-
-    classifier = build_classifier(model, labels, device=device, runtime=runtime, threads=threads,
-                                  norm=Normalization(mean, std), keep_aspect=keep_aspect, k=top_k,
-                                  threshold=threshold, device_id=config.device_id)
-    source = open_source(input_spec, max_pixels=max_pixels)
+    flags = {**publish, "model": model, "labels": labels, "input": input_spec, "top_k": top_k,
+             "threshold": threshold, "max_fps": fps, "device": device, "runtime": runtime, "threads": threads,
+             "mean": mean, "std": std, "keep_aspect": keep_aspect or None, "max_pixels": max_pixels,
+             "device_id": device_id}
+    config = load_cli_config(None, flags)
     sinks: List[Callable[[Any], None]] = []
     if output == "text":
         sinks.append(_print_text)
     elif output == "jsonl":
         sinks.append(_print_jsonl)
-    from .loop import FrameLoop
-
-    session = open_publishing(config, classifier)  # None without --mqtt
-    try:
-        stats = FrameLoop(classifier, source, sinks + (session.sinks if session else []), count=count, fps=fps).run()
-    finally:
-        if session is not None:
-            session.stop()
-    logging.getLogger(__name__).info("%d frames, %.1f frames/s, %d dropped, %d skipped",
-                                     stats.frames, stats.fps, stats.dropped, stats.skipped)
+    stats = run_pipeline(config, sinks=sinks, count=count, flush_timeout=5.0)
     if stats.skipped:
-        raise AgentCliError(f"{stats.skipped} input(s) could not be read (see warnings above)")
+        raise UserError(f"{stats.skipped} input(s) could not be read (see warnings above)")
 
 
 @main.command()
@@ -166,11 +135,13 @@ def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, t
 @click.option("--device", "-d", default=None, help="auto, cpu, usb, usb:N, pci, pci:N or :N (default auto).")
 @click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=None, help="Classes per result (default 3).")
 @click.option("--max-fps", type=click.FloatRange(0), default=None, help="Cap the frame rate (default: no cap).")
+@click.option("--mean", type=float, default=None, help="Pixel mean the model expects (with --std).")
+@click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
+@click.option("--keep-aspect", is_flag=True, default=None, help="Keep the aspect ratio when resizing (pad).")
 @publish_options
-@_errors
 def run(config_path: Optional[Path], model: Optional[Path], labels: Optional[Path], input_spec: Optional[str],
         device_id: Optional[str], device: Optional[str], top_k: Optional[int], max_fps: Optional[float],
-        publish: Dict[str, Any]) -> None:
+        mean: Optional[float], std: Optional[float], keep_aspect: Optional[bool], publish: Dict[str, Any]) -> None:
     """Run as a service: classify and publish to MQTT until SIGTERM.
 
     Settings come from the config file, then EDGE_AGENT_* variables, then these flags.
@@ -182,15 +153,15 @@ def run(config_path: Optional[Path], model: Optional[Path], labels: Optional[Pat
       EDGE_AGENT_MQTT_URL=mqtt://broker:1883 edge-agent run -i cam:0 --ha-discovery
       edge-agent run --mqtt mqtts://broker:8883 --mqtt-ca ca.pem --mqtt-user cam1   # password from env
     """
-    from .service import run_agent
+    from edge_agent.service import run_agent
 
     flags = {**publish, "model": model, "labels": labels, "input": input_spec, "device_id": device_id,
-             "device": device, "top_k": top_k, "max_fps": max_fps}
+             "device": device, "top_k": top_k, "max_fps": max_fps, "mean": mean, "std": std,
+             "keep_aspect": keep_aspect}
     run_agent(load_cli_config(config_path, flags))
 
 
 @main.command()
-@_errors
 def devices() -> None:
     """List the Edge TPUs attached to this machine and the runtime version.
 
@@ -198,8 +169,8 @@ def devices() -> None:
     Example:
       edge-agent devices
     """
-    from .devices import find_edgetpus, pycoral_devices
-    from .runtime import delegate_library, runtime_version
+    from edge_agent.inference.devices import find_edgetpus, pycoral_devices
+    from edge_agent.inference.runtime import delegate_library, runtime_version
 
     version = runtime_version()
     click.echo(f"Edge TPU runtime: {version or 'not installed (' + delegate_library() + ' not found)'}")

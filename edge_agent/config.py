@@ -15,6 +15,7 @@ from. Only this module reads the environment, and only the mapping it is given.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union, get_type_hints
 
-from .errors import ConfigError
-from .updates import UpdatesConfig
+from edge_agent.errors import ConfigError
+from release_contract.topics import BrokerUrlError, parse_broker_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +33,22 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
 ENV_PREFIX = "EDGE_AGENT_"
+MAX_THREADS = 64  # interpreter threads; far more than any board has cores
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_FLEET_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
+
+
+#: Interpreter packages (``--runtime``); ``auto`` takes the first importable one, in this order.
+RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow")
+_DEVICE_RE = re.compile(r"auto|cpu|usb(:\d+)?|pci(:\d+)?|:\d+")
+
+
+def validate_device(device: str) -> str:
+    """Return ``device`` if it is one of auto, cpu, usb, usb:N, pci, pci:N, :N; raise ConfigError otherwise."""
+    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+        raise ConfigError(f"invalid --device {device!r} (device in a config): "
+                          "use auto, cpu, usb, usb:N, pci, pci:N or :N")
+    return device
 
 
 def default_device_id() -> str:
@@ -95,9 +111,10 @@ class MqttConfig:
         if self.password is not None and self.username is None:
             raise ConfigError("mqtt.password is set but mqtt.username is not")
         if self.url is not None:
-            from .broker import parse_broker_url  # local: broker imports errors only
-
-            parse_broker_url(self.url)
+            try:
+                parse_broker_url(self.url)
+            except BrokerUrlError as exc:
+                raise ConfigError(f"mqtt.url {exc}") from None
 
 
 @dataclass
@@ -109,6 +126,37 @@ class OutboxConfig:
     def validate(self) -> None:
         if self.max_messages < 1:
             raise ConfigError(f"outbox.max_messages must be at least 1, got {self.max_messages}")
+
+
+@dataclass
+class UpdatesConfig:
+    """Over-the-air model updates (off by default)."""
+
+    enabled: bool = False
+    trust: Optional[Path] = None  # signing.pub of the release signer, or a folder of *.pub
+    fleet: str = ""  # the fleet this device belongs to (rollouts with --fleet)
+    runtime_version: Optional[int] = None  # Edge TPU runtime version; None = do not check
+    health_inferences: int = 3  # inferences the new runtime must pass before it serves frames
+    validation_timeout: float = 60.0  # seconds for the sandboxed validation of a new model
+    validation_memory_mb: int = 1024  # address-space limit of the validation process
+    download_timeout: float = 30.0  # read timeout of release downloads, seconds
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        if self.enabled and self.trust is None:
+            raise ConfigError("updates.trust is required when updates are enabled: the signing.pub "
+                              "whose releases this device accepts")
+        if self.enabled and self.trust is not None and not self.trust.exists():
+            raise ConfigError(f"updates.trust: {self.trust} does not exist")
+        if not _FLEET_RE.match(self.fleet):
+            raise ConfigError(f"updates.fleet must be letters, digits, '_', '.' or '-', got {self.fleet!r}")
+        if self.health_inferences < 1:
+            raise ConfigError(f"updates.health_inferences must be at least 1, got {self.health_inferences}")
+        if self.validation_timeout <= 0 or self.download_timeout <= 0:
+            raise ConfigError("updates.validation_timeout and updates.download_timeout must be positive")
+        if self.validation_memory_mb < 64:
+            raise ConfigError(f"updates.validation_memory_mb must be at least 64, got "
+                              f"{self.validation_memory_mb}")
 
 
 @dataclass
@@ -125,6 +173,10 @@ class Config:
     top_k: int = 3
     threshold: float = 0.0  # leave out classes scoring below this
     max_fps: float = 0.0  # frames per second limit; 0 = as fast as the source delivers
+    mean: Optional[float] = None  # pixel mean the model expects (with std); None = the model's quantization
+    std: Optional[float] = None
+    keep_aspect: bool = False  # pad instead of stretching when resizing
+    max_pixels: int = 50_000_000  # images larger than this are refused (decompression bombs)
     state_dir: Optional[Path] = None  # None = default_state_dir()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
@@ -138,14 +190,20 @@ class Config:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {self.threads}")
-        if not re.fullmatch(r"auto|cpu|usb(:\d+)?|pci(:\d+)?|:\d+", self.device):
-            raise ConfigError(f"device must be auto, cpu, usb, usb:N, pci, pci:N or :N, got {self.device!r}")
-        if self.runtime not in ("auto", "litert", "tflite-runtime", "tensorflow"):
-            raise ConfigError(f"runtime must be auto, litert, tflite-runtime or tensorflow, got {self.runtime!r}")
-        if self.max_fps < 0:
-            raise ConfigError(f"max_fps must be >= 0, got {self.max_fps}")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be 1..{MAX_THREADS}, got {self.threads}")
+        validate_device(self.device)
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if not math.isfinite(self.max_fps) or self.max_fps < 0:
+            raise ConfigError(f"max_fps must be a number >= 0, got {self.max_fps}")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("give both --mean and --std (mean and std in the config), or neither")
+        if self.mean is not None and self.std is not None and not (
+                math.isfinite(self.mean) and math.isfinite(self.std) and self.std != 0):
+            raise ConfigError(f"mean and std must be finite numbers and std not 0, got {self.mean}, {self.std}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
         self.mqtt.validate()
         self.outbox.validate()
         self.updates.validate()
@@ -153,10 +211,15 @@ class Config:
             raise ConfigError("updates.enabled needs mqtt.url: rollout commands arrive over MQTT")
 
     @property
+    def state_path(self) -> Path:
+        """The state directory (``load_config`` fills in the default)."""
+        assert self.state_dir is not None, "load_config() fills state_dir"
+        return self.state_dir
+
+    @property
     def outbox_path(self) -> Path:
         """Where the outbox database lives (inside the state directory)."""
-        assert self.state_dir is not None, "load_config() fills state_dir"
-        return self.state_dir / "outbox.sqlite"
+        return self.state_path / "outbox.sqlite"
 
 
 _SECTIONS: Dict[str, Any] = {"mqtt": MqttConfig, "outbox": OutboxConfig, "updates": UpdatesConfig}

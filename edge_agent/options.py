@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, TypeVar
 
 import click
 
-from .config import Config, load_config
+from edge_agent.config import Config, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 

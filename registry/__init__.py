@@ -1,7 +1,6 @@
-"""Signed model releases, their stores, and rollouts over MQTT.
+"""The operator side of releases: stores (a local directory, an OCI registry), ``edge-registry``
+and the rollout controller.
 
-The device-side modules (:mod:`registry.manifest`, :mod:`registry.signing`,
-:mod:`registry.pull`, :mod:`registry.protocol`) need only the base install;
-the OCI store imports ``oras`` lazily and the rollout controller is for the
-operator's machine.
+What devices share with it (manifest, signatures, commands and topics, verified fetch)
+lives in :mod:`release_contract`; the OCI store imports ``oras`` lazily.
 """

@@ -8,35 +8,36 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import click
 
-from registry.errors import NotFound, RegistryError, RolloutError
-from registry.manifest import parse_ref
-from registry.pull import open_source, pull_release
 from registry.release import build_manifest, find_release_files, push_release
 from registry.rollout import CATEGORIES, Controller, RolloutState, load_state, new_rollout
-from registry.signing import TrustedKeys, generate_keypair, load_private_key, verify_envelope
 from registry.store import open_store
+from release_contract.errors import NotFound, RegistryError, RolloutError
+from release_contract.exits import USAGE, MappedErrorsGroup, UserError
+from release_contract.fetch import pull_release
+from release_contract.manifest import parse_ref
+from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, verify_envelope
+from release_contract.stores import open_source
 
+#: Ten years: a release that never expires can be replayed forever.
+MAX_EXPIRES_DAYS = 3650
 STORE_HELP = "a directory or oci://host[:port]/repository (default: $EDGE_REGISTRY, else ./registry)"
 
 
-class RegistryGroup(click.Group):
-    """Maps :class:`RegistryError` to a one-line click error."""
+class RegistryGroup(MappedErrorsGroup):
+    """Registry errors become one line and their exit code (see :mod:`release_contract.exits`)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RegistryError as exc:
-            raise click.ClickException(str(exc)) from exc
+    roots = (RegistryError,)
 
 
 store_option = click.option("--store", "store_url", default=None, metavar="PATH|oci://HOST/REPO",
@@ -90,15 +91,16 @@ def keygen(out_dir: Path, force: bool) -> None:
               help="raw input tensor bytes devices classify to validate")
 @click.option("--golden-top1", type=int, help="class the golden input must yield")
 @click.option("--input-shape", help="e.g. 1,224,224,3 (default: read from the CPU model)")
-@click.option("--mean", type=float, default=0.0, show_default=True, help="input normalization mean")
-@click.option("--std", type=float, default=1.0, show_default=True, help="input normalization std")
+@click.option("--mean", type=float, default=None,
+              help="input normalization mean, with --std (default: none, the model's input quantization covers it)")
+@click.option("--std", type=float, default=None, help="input normalization std, with --mean")
 @click.option("--min-runtime", type=int,
               help="minimum Edge TPU runtime (default: from the compile report, else 0)")
 @click.option("--expires-days", type=float, default=365.0, show_default=True, help="manifest lifetime")
 @store_option
 def push(model_dir: Path, name: str, version: str, key: Path, cpu_model: Optional[Path],
          edgetpu_model: Optional[Path], labels: Optional[Path], golden: Optional[Path],
-         golden_top1: Optional[int], input_shape: Optional[str], mean: float, std: float,
+         golden_top1: Optional[int], input_shape: Optional[str], mean: Optional[float], std: Optional[float],
          min_runtime: Optional[int], expires_days: float,
          store_url: Optional[str]) -> None:
     """Sign the compiler's output folder MODEL_DIR as release NAME:VERSION and push it.
@@ -117,6 +119,9 @@ def push(model_dir: Path, name: str, version: str, key: Path, cpu_model: Optiona
         except ValueError as exc:
             raise click.BadParameter("use comma-separated integers such as 1,224,224,3",
                                      param_hint="--input-shape") from exc
+    if not (math.isfinite(expires_days) and 0 < expires_days <= MAX_EXPIRES_DAYS):
+        raise UserError(f"--expires-days must be more than 0 and at most {MAX_EXPIRES_DAYS}, got {expires_days}",
+                        USAGE)
     manifest = build_manifest(name, version, source, input_shape=shape, mean=mean, std=std,
                               min_runtime=min_runtime, expires_days=expires_days, golden_top1=golden_top1)
     store = open_store(store_url)
@@ -179,7 +184,7 @@ def pull(ref: str, target: Path, trust: List[Path], runtime: Optional[int], stor
     store = open_store(store_url)
     version = store.resolve(name, version) if version is None else version
     if target.exists() and any(target.iterdir()):
-        raise click.ClickException(f"{target} exists and is not empty")
+        raise UserError(f"{target} exists and is not empty")
     if target.exists():
         target.rmdir()
     work = target.parent / f".{target.name}.download"
@@ -280,7 +285,7 @@ def rollout(ref: Optional[str], fleet: Optional[str], devices: Optional[str], ca
     if resume_id:
         state = load_state(folder, None if resume_id == "last" else resume_id)
         if state.status in ("succeeded", "aborted"):
-            raise click.ClickException(f"rollout {state.id} already {state.status}")
+            raise UserError(f"rollout {state.id} already {state.status}")
     else:
         if not ref or bool(fleet) == bool(devices):
             raise click.UsageError("give NAME:VERSION and exactly one of --fleet or --devices")
@@ -291,9 +296,9 @@ def rollout(ref: Optional[str], fleet: Optional[str], devices: Optional[str], ca
         try:
             version = store.resolve(name, tag)
         except NotFound as exc:
-            raise click.ClickException(f"{exc}: push it first") from exc
+            raise UserError(f"{exc}: push it first") from exc
         if version in store.yanked(name):
-            raise click.ClickException(f"{name}:{version} is yanked: it cannot be rolled out")
+            raise UserError(f"{name}:{version} is yanked: it cannot be rolled out")
         state = None
     controller.connect()
     try:
@@ -309,7 +314,7 @@ def rollout(ref: Optional[str], fleet: Optional[str], devices: Optional[str], ca
         controller.close()
     _report(final)
     if final.status != "succeeded":
-        raise click.ClickException(f"rollout {final.id} {final.status}: {final.reason}")
+        raise UserError(f"rollout {final.id} {final.status}: {final.reason}")
 
 
 def _run_with_progress(controller: Controller, state: RolloutState) -> RolloutState:
@@ -359,7 +364,7 @@ def status(rollout_id: Optional[str], state_dir: Optional[str]) -> None:
     try:
         state = load_state(_state_dir(state_dir), rollout_id)
     except RolloutError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     _report(state)
 
 

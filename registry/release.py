@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from registry.errors import AlreadyExists, ManifestError, RegistryError
-from registry.manifest import FileEntry, Manifest, check_name, check_version, format_time
-from registry.signing import sign_manifest
 from registry.store.base import Store
+from release_contract.errors import AlreadyExists, ManifestError, RegistryError
+from release_contract.manifest import (
+    FileEntry,
+    Manifest,
+    check_name,
+    check_normalization,
+    check_version,
+    format_time,
+)
+from release_contract.report import DEFAULT_MIN_RUNTIME, CompileReport
+from release_contract.signing import sign_manifest
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ class ReleaseFiles:
     """The source files of a release, by role, plus the compile report if one was found."""
 
     files: Dict[str, Path]
-    report: Dict[str, Any]
+    report: Optional[CompileReport]
 
 
 def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels: Optional[Path] = None,
@@ -79,24 +86,16 @@ def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels
     return ReleaseFiles(files, report)
 
 
-def _read_report(model_dir: Path) -> Dict[str, Any]:
-    """The compiler's JSON report (``*_edgetpu.json``, else ``*report*.json``), or {}."""
-    reports = sorted(model_dir.glob("*_edgetpu.json")) + sorted(model_dir.glob("*report*.json"))
-    if not reports:
-        return {}
-    try:
-        loaded = json.loads(reports[0].read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"cannot read the compile report {reports[0]}: {exc}") from exc
-    return loaded if isinstance(loaded, dict) else {}
+def _read_report(model_dir: Path) -> Optional[CompileReport]:
+    """The compiler's report (``*_edgetpu.json``) in ``model_dir``, or None when there is none."""
+    reports = sorted(model_dir.glob("*_edgetpu.json"))
+    return CompileReport.read(reports[0]) if reports else None
 
 
-def _report_input_model(report: Dict[str, Any], model_dir: Path) -> Optional[Path]:
-    """The input model named by the report's first model, if that file exists."""
-    models = report.get("models")
-    name = models[0].get("input_model") if isinstance(models, list) and models and \
-        isinstance(models[0], dict) else None
-    if not isinstance(name, str) or not name:
+def _report_input_model(report: Optional[CompileReport], model_dir: Path) -> Optional[Path]:
+    """The input model named by the report, if that file exists (as given, or in ``model_dir``)."""
+    name = report.input_model if report is not None else ""
+    if not name:
         return None
     for candidate in (Path(name), model_dir / Path(name).name):
         if candidate.is_file():
@@ -115,36 +114,45 @@ def file_entry(role: str, path: Path) -> FileEntry:
     return FileEntry(path=FILE_NAMES[role], size=size, sha256=digest.hexdigest())
 
 
-def read_input_shape(model: Path) -> List[int]:
-    """Input shape of a ``.tflite`` model, read with LiteRT (imported lazily)."""
+def read_input(model: Path) -> Tuple[List[int], str]:
+    """Input shape and dtype name of a ``.tflite`` model, read with LiteRT (imported lazily)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
 
         details = Interpreter(model_path=str(model)).get_input_details()[0]
     except (ImportError, ValueError, RuntimeError) as exc:
-        raise ManifestError(f"cannot read the input shape of {model}: {exc}; pass --input-shape") from exc
-    return [int(d) for d in details["shape"]]
+        raise ManifestError(f"cannot read the input of {model}: {exc}; pass --input-shape") from exc
+    return [int(d) for d in details["shape"]], str(getattr(details["dtype"], "__name__", details["dtype"]))
 
 
 def build_manifest(name: str, version: str, source: ReleaseFiles, *, input_shape: Optional[List[int]] = None,
-                   mean: float = 0.0, std: float = 1.0, min_runtime: Optional[int] = None,
+                   mean: Optional[float] = None, std: Optional[float] = None, min_runtime: Optional[int] = None,
                    expires_days: float = 365.0, golden_top1: Optional[int] = None,
                    now: Optional[datetime] = None) -> Manifest:
-    """The manifest of a release made of ``source``; lineage comes from the compile report."""
+    """The manifest of a release made of ``source``; lineage comes from the compile report.
+
+    ``mean``/``std`` of None (the default) mean the model's input quantization already covers
+    the pixel range, as for Coral's models; the device then feeds pixels as they are.
+    """
+    check_normalization(mean, std)
     report = source.report
     created = now or datetime.now(timezone.utc)
-    shape = input_shape or read_input_shape(source.files["cpu_model"])
-    if min_runtime is None:  # edgetpu_compiler 16 targets runtime 14 unless told otherwise (-m)
-        default = 14 if "edgetpu_model" in source.files else 0
-        min_runtime = int(report.get("min_runtime_version", default) or default)
-    lineage = report.get("source_sha256") or file_entry("cpu_model", source.files["cpu_model"]).sha256
+    shape, dtype = (input_shape, "uint8") if input_shape else read_input(source.files["cpu_model"])
+    if min_runtime is None:
+        if "edgetpu_model" not in source.files:
+            min_runtime = 0
+        elif report is not None and report.min_runtime_version is not None:
+            min_runtime = report.min_runtime_version
+        else:
+            min_runtime = DEFAULT_MIN_RUNTIME
+    lineage = (report.source_sha256 if report else "") or file_entry("cpu_model", source.files["cpu_model"]).sha256
     return Manifest(
         name=check_name(name), version=check_version(version),
         files={role: file_entry(role, path) for role, path in source.files.items()},
-        input={"shape": shape, "dtype": str(report.get("input_dtype", "uint8")), "mean": mean, "std": std},
+        input={"shape": shape, "dtype": dtype, "mean": mean, "std": std},
         created_at=format_time(created), expires_at=format_time(created + timedelta(days=expires_days)),
-        min_runtime=min_runtime, compiler_version=str(report.get("compiler_version", "")),
-        source_sha256=str(lineage), compile_report=report, golden_top1=golden_top1,
+        min_runtime=min_runtime, compiler_version=report.compiler_version if report else "",
+        source_sha256=str(lineage), compile_report=report.to_dict() if report else {}, golden_top1=golden_top1,
     )
 
 

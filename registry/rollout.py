@@ -21,24 +21,17 @@ import logging
 import math
 import os
 import queue
-import tempfile
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from registry.errors import ProtocolError, RolloutError
-from registry.protocol import (
-    Command,
-    device_topic,
-    fleet_topic,
-    parse_model,
-    parse_status,
-    status_topic,
-)
+from release_contract.errors import ProtocolError, RolloutError
+from release_contract.files import atomic_write
+from release_contract.protocol import Command, parse_model, parse_status
+from release_contract.topics import BrokerUrlError, device_topic, fleet_topic, parse_broker_url, status_topic
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +98,10 @@ def state_path(state_dir: Path, rollout_id: str) -> Path:
 
 
 def save_state(state_dir: Path, state: RolloutState) -> None:
-    """Write the state atomically."""
+    """Write the state atomically (a crash leaves the old state or the new one, never half)."""
     path = state_path(state_dir, state.id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rollout-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(state), fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(asdict(state), indent=1, sort_keys=True).encode())
 
 
 def load_state(state_dir: Path, rollout_id: Optional[str] = None) -> RolloutState:
@@ -132,15 +120,6 @@ def load_state(state_dir: Path, rollout_id: Optional[str] = None) -> RolloutStat
         raise RolloutError(f"no rollout {rollout_id!r} in {folder}") from exc
     except (OSError, ValueError, TypeError) as exc:
         raise RolloutError(f"cannot read rollout state {path}: {exc}") from exc
-
-
-def parse_broker(url: str) -> Tuple[str, int, bool, Optional[str], Optional[str]]:
-    """``mqtt[s]://[user:pass@]host[:port]`` -> (host, port, tls, user, password)."""
-    parts = urllib.parse.urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise RolloutError(f"invalid broker URL {url!r}: expected mqtt://host:port or mqtts://host:port")
-    tls = parts.scheme == "mqtts"
-    return parts.hostname, parts.port or (8883 if tls else 1883), tls, parts.username, parts.password
 
 
 class Controller:
@@ -164,7 +143,12 @@ class Controller:
         """Connect to the broker; raise RolloutError when it is unreachable or refuses us."""
         import paho.mqtt.client as mqtt
 
-        host, port, tls, user, password = parse_broker(self.broker)
+        try:
+            address = parse_broker_url(self.broker if "://" in self.broker else f"mqtt://{self.broker}")
+        except BrokerUrlError as exc:
+            raise RolloutError(f"invalid broker URL {exc}") from None
+        host, port, tls = address.host, address.port, address.tls
+        user, password = address.username, address.password
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
         client.max_inflight_messages_set(100)
         if user:

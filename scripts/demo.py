@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.errors import EdgeAgentError  # noqa: E402
-from edge_agent.loop import FrameLoop, build_classifier  # noqa: E402
-from edge_agent.result import Classification  # noqa: E402
-from edge_agent.sources import open_source  # noqa: E402
+from edge_agent.inference.classifier import build_classifier  # noqa: E402
+from edge_agent.inference.loop import FrameLoop  # noqa: E402
+from edge_agent.inference.result import Classification  # noqa: E402
+from edge_agent.inference.sources import open_source  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from demo_mqtt import local_broker, mqtt_port, publishing  # noqa: E402

@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import Config, MqttConfig
-from edge_agent.publish import PublishingSession, model_announcement
+from edge_agent.publishing.session import PublishingSession, model_announcement
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:

@@ -23,7 +23,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.classify import resize  # noqa: E402
+from edge_agent.inference.preprocess import resize  # noqa: E402
 
 SIZE = 32
 SAMPLE_SIZE = 64  # sample images are larger than the model input, so the demo exercises resizing
@@ -38,7 +38,7 @@ def digits_as_rgb(size: int) -> tuple[np.ndarray, np.ndarray]:
     images = []
     for img in data.images:
         gray = Image.fromarray((img * (255.0 / 16.0)).astype(np.uint8), mode="L")
-        images.append(np.asarray(gray.resize((size, size), Image.BILINEAR).convert("RGB")))
+        images.append(np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR).convert("RGB")))
     return np.stack(images), data.target.astype(np.int64)
 
 

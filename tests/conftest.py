@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from helpers.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from helpers.mosquitto import Mosquitto  # noqa: E402
 
 DEMO_MODEL = ROOT / "models" / "digits_int8.tflite"
 DEMO_LABELS = ROOT / "labels" / "digits.txt"

@@ -75,7 +75,7 @@ def test_video_file_gives_one_result_per_frame(tmp_path: Path):
     video = tmp_path / "clip.avi"
     frames = [np.asarray(Image.open(ROOT / "images" / f"digit_{d}_0.png").convert("RGB")) for d in (4, 4, 9, 9, 9)]
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (width, height))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (width, height))
     for rgb in frames:
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()

@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from test_compiler_models import compiler_models  # noqa: F401  (session fixture)
 
 from compiler import edgetpu, errors, run
-from compiler.cache import CompileCache, sha256_file
+from compiler.cache import CompileCache
 from compiler.cli import main
+from release_contract.files import sha256_file
 
 STAND_IN = Path(__file__).resolve().parent / "stand_ins" / "edgetpu_compiler"
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import InputError
-from edge_agent.loop import FrameLoop, build_classifier, model_info
-from edge_agent.result import Classification
-from edge_agent.sources import Frame, Source, open_source
+from edge_agent.inference.classifier import build_classifier, model_info
+from edge_agent.inference.loop import FrameLoop
+from edge_agent.inference.result import Classification
+from edge_agent.inference.sources import Frame, Source, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "digits_int8.tflite"

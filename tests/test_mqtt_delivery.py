@@ -15,12 +15,12 @@ import pytest
 from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber, classification_ids
 
-from edge_agent.broker import Backoff
 from edge_agent.config import Config, MqttConfig
-from edge_agent.mqtt import MqttPublisher
-from edge_agent.outbox import Outbox
-from edge_agent.publish import MqttSink, PublishingSession
-from edge_agent.result import Class, Classification, ModelInfo
+from edge_agent.inference.result import Class, Classification, ModelInfo
+from edge_agent.publishing.broker import Backoff
+from edge_agent.publishing.client import MqttPublisher
+from edge_agent.publishing.outbox import Outbox
+from edge_agent.publishing.session import MqttSink, PublishingSession
 
 MODEL = ModelInfo("digits", "1.0.0", "sha256:" + "ab" * 32)
 
@@ -56,7 +56,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
 
 def test_thousand_results_survive_a_broker_restart(mosquitto: Mosquitto, outbox: Outbox,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="edge_agent.mqtt")
+    caplog.set_level(logging.DEBUG, logger="edge_agent.publishing.client")
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
     publisher = make_publisher(mosquitto, outbox)
     publisher.start()
@@ -246,7 +246,7 @@ def test_large_messages_from_several_threads_arrive_intact(mosquitto: Mosquitto,
 
 def test_results_beyond_the_in_memory_handoff_are_read_back_from_the_outbox_in_order(
         mosquitto: Mosquitto, outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("edge_agent.sender.FRESH_MAX", 5)
+    monkeypatch.setattr("edge_agent.publishing.sender.FRESH_MAX", 5)
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
     publisher = make_publisher(mosquitto, outbox)
     publisher.start()

@@ -11,11 +11,11 @@ from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber
 from helpers.tlscerts import TlsFiles, make_tls_files
 
-from edge_agent.broker import parse_broker_url
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError, PublishError
-from edge_agent.mqtt import MqttPublisher
-from edge_agent.outbox import Outbox
+from edge_agent.publishing.client import MqttPublisher
+from edge_agent.publishing.outbox import Outbox
+from release_contract.topics import parse_broker_url
 
 
 @pytest.fixture
@@ -140,8 +140,8 @@ def test_broker_requiring_a_client_certificate_refuses_the_agent_without_one(
     ("broker:1883", "unsupported scheme"),
 ])
 def test_bad_broker_urls_are_config_errors_naming_the_problem(url: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_broker_url(url)
+    with pytest.raises(ConfigError, match=f"mqtt.url .*{message}"):
+        MqttConfig(url=url).validate()
 
 
 def test_broker_url_defaults_and_credentials() -> None:

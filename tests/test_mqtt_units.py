@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import List
 
-from edge_agent.broker import Backoff, Topics
-from edge_agent.hass import discovery_messages
-from edge_agent.result import Class, Classification, ModelInfo
-from edge_agent.stats import Stats, percentile, read_edgetpu_temperatures
+from edge_agent.inference.result import Class, Classification, ModelInfo
+from edge_agent.publishing.broker import Backoff
+from edge_agent.publishing.hass import discovery_messages
+from edge_agent.publishing.stats import Stats, percentile, read_edgetpu_temperatures
+from release_contract.topics import Topics
 
 
 def test_reconnect_delays_double_up_to_the_cap_with_jitter() -> None:

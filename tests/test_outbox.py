@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import ConfigError
-from edge_agent.outbox import Outbox
+from edge_agent.publishing.outbox import Outbox
 
 
 def test_messages_come_out_in_the_order_they_were_added(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_committed_messages_survive_sigkill_of_the_writer(tmp_path: Path) -> Non
     path = tmp_path / "o.sqlite"
     writer = textwrap.dedent(f"""
         import sys, time
-        from edge_agent.outbox import Outbox
+        from edge_agent.publishing.outbox import Outbox
         box = Outbox({str(path)!r})
         for i in range(200):
             box.put("t", str(i).encode())

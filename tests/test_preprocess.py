@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.classify import Normalization, dequantize, load_labels, preprocess, quantize_input, resize, top_k
 from edge_agent.errors import ConfigError, ModelError
+from edge_agent.inference.labels import load_labels
+from edge_agent.inference.postprocess import dequantize, top_k
+from edge_agent.inference.preprocess import Normalization, preprocess, quantize_input, resize
 
 
 def test_labels_with_ids_and_plain_lines(tmp_path: Path):

@@ -15,11 +15,15 @@ from helpers.mosquitto import free_port
 from helpers.registry_server import RegistryServer
 
 from registry.cli import main
-from registry.errors import AlreadyExists, VerificationError
-from registry.manifest import canonical_json
-from registry.pull import LocalSource, OciSource, pull_release
-from registry.signing import TrustedKeys, generate_keypair, load_private_key, verify_envelope
 from registry.store import open_store
+from release_contract.errors import AlreadyExists, VerificationError
+from release_contract.exits import VERIFICATION
+from release_contract.fetch import pull_release
+from release_contract.files import sha256_file
+from release_contract.manifest import canonical_json
+from release_contract.report import CompileReport
+from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, verify_envelope
+from release_contract.stores import LocalSource, OciSource
 
 
 @pytest.fixture
@@ -94,7 +98,7 @@ def test_pull_refuses_a_wrong_key_and_writes_nothing(tmp_path: Path, keys: Tuple
     target = tmp_path / "out"
     res = CliRunner().invoke(main, ["pull", "digits:1", "--to", str(target), "--trust", str(other_pub),
                                     "--store", store.url])
-    assert res.exit_code == 1
+    assert res.exit_code == VERIFICATION  # the exit code table: 4 = refused by verification
     assert "untrusted key" in res.output
     assert not target.exists()
 
@@ -214,9 +218,12 @@ def test_push_takes_the_compiler_output_folder_and_its_report(tmp_path: Path,
     shutil.copyfile(BUILTIN_MODEL, build / "digits_int8_edgetpu.tflite")  # stands in for the compiled model
     (build / "digits_int8_edgetpu.log").write_text("Operator  Count  Status\n")
     (build / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
-    report = {"schema_version": 1, "compiler_version": "16.0.384591198", "compile_ms": 120,
-              "models": [{"input_model": str(source), "output_model": str(build / "digits_int8_edgetpu.tflite")}]}
-    (build / "digits_int8_edgetpu.json").write_text(json.dumps(report))
+    compiled = build / "digits_int8_edgetpu.tflite"
+    report = CompileReport(  # what edge-compile writes beside the compiled model
+        compiler_version="16.0.384591198", output_sha256=sha256_file(compiled), output_size=compiled.stat().st_size,
+        output_path=str(compiled), inputs=[{"path": str(source), "sha256": sha256_file(source)}],
+        model={"input_model": str(source), "output_model": str(compiled)}, compile_ms=120)
+    (build / "digits_int8_edgetpu.json").write_text(json.dumps(report.to_dict()))
     store = str(tmp_path / "store")
     res = cli("push", str(build), "--name", "digits", "--version", "5", "--key", str(tmp_path / "keys" / "signing.key"),
               "--store", store)
@@ -229,4 +236,4 @@ def test_push_takes_the_compiler_output_folder_and_its_report(tmp_path: Path,
     assert signed["compile_report"]["compile_ms"] == 120
     old_runtime = CliRunner().invoke(main, ["pull", "digits:5", "--to", str(tmp_path / "got"), "--trust", str(pub),
                                             "--runtime", "13", "--store", store])
-    assert old_runtime.exit_code == 1 and "needs Edge TPU runtime 14" in old_runtime.output
+    assert old_runtime.exit_code == VERIFICATION and "needs Edge TPU runtime 14" in old_runtime.output

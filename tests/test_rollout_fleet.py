@@ -20,10 +20,11 @@ from helpers.registry_server import RegistryServer
 from helpers.subscriber import Subscriber
 
 from registry.cli import main
-from registry.protocol import Command, fleet_topic
 from registry.rollout import Controller, load_state, new_rollout
-from registry.signing import TrustedKeys, generate_keypair, load_private_key
 from registry.store import open_store
+from release_contract.protocol import Command
+from release_contract.signing import TrustedKeys, generate_keypair, load_private_key
+from release_contract.topics import fleet_topic
 
 V1 = {"name": "digits", "version": "1"}
 
@@ -63,7 +64,7 @@ def keys(tmp_path: Path) -> Tuple[Ed25519PrivateKey, Path]:
 
 def seeded_state(root: Path, key: Ed25519PrivateKey, pub: Path, store_url: str) -> Path:
     """A device state directory that runs digits:1, to copy into every device."""
-    from edge_agent.updater import Updater
+    from edge_agent.updating.updater import Updater
 
     state = root / "seed"
     updater = Updater(state, TrustedKeys.from_paths([pub]), "seed", 14, lambda m: None, lambda r: True)

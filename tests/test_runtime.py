@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import ConfigError, DelegateError, ModelError
-from edge_agent.runtime import (
-    cpu_sibling,
+from edge_agent.inference.runtime import (
     delegate_library,
-    is_edgetpu_model,
     open_runtime,
     runtime_version,
     select_backend,
 )
+from release_contract.models import cpu_twin, is_edgetpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "digits_int8.tflite"
@@ -83,9 +82,12 @@ def test_device_cpu_uses_the_cpu_twin_of_a_compiled_model(compiled_pair: Path):
     assert rt.backend == "cpu" and rt.model_path.name == "digits.tflite"
 
 
-def test_plain_model_with_a_tpu_device_uses_the_compiled_sibling(compiled_pair: Path):
-    with pytest.raises(DelegateError):
+def test_plain_model_with_a_tpu_device_switches_to_its_compiled_sibling_and_needs_the_tpu(
+        compiled_pair: Path, caplog):
+    caplog.set_level(logging.INFO, logger="edge_agent.inference.runtime")
+    with pytest.raises(DelegateError):  # no Edge TPU here: the sibling needs the delegate, no CPU fallback
         open_runtime(compiled_pair.with_name("digits.tflite"), device="usb")
+    assert f"using the compiled model {compiled_pair}" in caplog.text
 
 
 def test_plain_model_without_compiled_sibling_and_tpu_device_is_an_error():
@@ -105,7 +107,7 @@ def test_runtime_describes_the_demo_model():
     assert rt.input_size == (32, 32) and rt.channels == 3
     assert rt.input_dtype == np.uint8 and rt.num_classes == 10
     assert not is_edgetpu_model(DEMO.read_bytes())
-    assert cpu_sibling(Path("a/m_edgetpu.tflite")) == Path("a/m.tflite")
+    assert cpu_twin(Path("a/m_edgetpu.tflite")) == Path("a/m.tflite")
     out = rt.invoke(np.zeros((1, 32, 32, 3), np.uint8))
     assert out.shape == (10,) and out.dtype == np.uint8
 
@@ -123,8 +125,8 @@ def test_model_whose_input_is_not_an_image_is_refused(test_models):
 
 @pytest.mark.slow
 def test_int8_and_grayscale_models_run(test_models):
-    from edge_agent.loop import build_classifier
-    from edge_agent.sources import load_image
+    from edge_agent.inference.classifier import build_classifier
+    from edge_agent.inference.sources import load_image
 
     image = load_image(ROOT / "images" / "digit_5_0.png")
     for name, classes in (("int8_io", 5), ("gray", 4)):
@@ -132,7 +134,7 @@ def test_int8_and_grayscale_models_run(test_models):
         tensor, spec = clf.prepare(image)
         assert tensor.dtype == clf.runtime.input_dtype
         assert tensor.shape == clf.runtime.input_shape
-        from edge_agent.sources import Frame
+        from edge_agent.inference.sources import Frame
 
         result = clf.classify(Frame(image, "x", 0, 0.0), tensor, spec)
         scores = [c.score for c in result.top_k]

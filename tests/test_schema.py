@@ -11,7 +11,7 @@ from typing import Any, Dict
 import pytest
 from jsonschema import Draft202012Validator
 
-from edge_agent.result import SCHEMA, Class, Classification, ModelInfo
+from edge_agent.inference.result import SCHEMA, Class, Classification, ModelInfo
 
 
 def load_schema() -> Dict[str, Any]:

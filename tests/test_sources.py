@@ -16,7 +16,7 @@ from PIL import Image
 
 from edge_agent.cli import main
 from edge_agent.errors import InputError
-from edge_agent.sources import open_source
+from edge_agent.inference.sources import open_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def video_server(tmp_path: Path):
 
     frames = [np.asarray(Image.open(ROOT / "images" / f"digit_{d}_0.png").convert("RGB")) for d in range(10)]
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter.fourcc(*"MJPG"), 10, (w, h))
     for rgb in frames:
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()

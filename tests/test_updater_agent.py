@@ -13,15 +13,17 @@ from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.config import load_config
+from edge_agent.config import UpdatesConfig, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.loop import build_classifier
-from edge_agent.publish import PublishingSession, model_announcement
-from edge_agent.updates import AgentUpdates, UpdatesConfig
-from registry.protocol import Command, fleet_topic
+from edge_agent.inference.classifier import build_classifier
+from edge_agent.publishing.session import PublishingSession, model_announcement
+from edge_agent.service import release_opener
+from edge_agent.updating.agent import AgentUpdates
 from registry.rollout import Controller
-from registry.signing import generate_keypair, load_private_key
 from registry.store import open_store
+from release_contract.protocol import Command
+from release_contract.signing import generate_keypair, load_private_key
+from release_contract.topics import fleet_topic
 
 MODEL = ROOT / "models" / "digits_int8.tflite"
 
@@ -43,10 +45,11 @@ def agent(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Tuple[AgentUpdates, 
     store = open_store(str(tmp_path / "store"))
     push_version(store, load_private_key(priv), make_release_dir(tmp_path / "build"), "1")
     config = load_config(environ={}, overrides={"mqtt": {"url": mosquitto.url}, "device_id": "cam-1",
-                                                "state_dir": str(tmp_path / "state")})
+                                                "state_dir": str(tmp_path / "state"),
+                                                "updates": {"enabled": True, "trust": str(pub), "fleet": "farm"}})
     classifier = build_classifier(MODEL, None, device="cpu", device_id="cam-1")
     session = PublishingSession(config, model_announcement(classifier.model, classifier.runtime.backend)).start()
-    updates = AgentUpdates(config, UpdatesConfig(enabled=True, trust=pub, fleet="farm"), session, classifier)
+    updates = AgentUpdates(config, session, classifier, release_opener(config))
     updates.start()
     try:
         yield updates, classifier, priv, store.url

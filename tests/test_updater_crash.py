@@ -20,9 +20,9 @@ from typing import Any, Dict, List
 import pytest
 from helpers.fleet import BUILTIN_MODEL, ROOT, make_release_dir, push_version, run_model, sample_inputs
 
-from registry.protocol import Command
-from registry.signing import generate_keypair, load_private_key
 from registry.store import open_store
+from release_contract.protocol import Command
+from release_contract.signing import generate_keypair, load_private_key
 
 DEVICE = ROOT / "tests" / "helpers" / "fleet.py"
 V1 = {"name": "digits", "version": "1"}

@@ -12,11 +12,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from helpers.fleet import make_release_dir, push_version, run_model, sample_inputs
 
-from edge_agent.releases import ActiveRelease
-from edge_agent.updater import Updater
-from registry.protocol import Command
-from registry.signing import TrustedKeys, generate_keypair, load_private_key
+from edge_agent.updating.state import ActiveRelease
+from edge_agent.updating.updater import Updater
 from registry.store import open_store
+from release_contract.protocol import Command
+from release_contract.signing import TrustedKeys, generate_keypair, load_private_key
 
 
 class Recorder:
@@ -130,7 +130,8 @@ def test_commands_run_on_the_worker_thread(env: Tuple[Ed25519PrivateKey, str, Up
 
 
 def test_device_side_imports_stay_light() -> None:
-    code = ("import sys, edge_agent.updater, edge_agent.validate, registry.pull, registry.protocol; "
+    code = ("import sys, edge_agent.updating.updater, edge_agent.updating.validate, release_contract.fetch, "
+            "release_contract.protocol; "
             "heavy = [m for m in ('tensorflow', 'oras', 'docker', 'requests') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

@@ -14,13 +14,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from helpers.fleet import ROOT, make_release_dir, push_version, run_model, sample_inputs
 
-from edge_agent.releases import ActiveRelease
-from edge_agent.updater import Updater
-from registry.manifest import FileEntry, Manifest, format_time
-from registry.protocol import Command
-from registry.signing import TrustedKeys, generate_keypair, load_private_key, sign_manifest, sign_payload
+from edge_agent.updating.state import ActiveRelease
+from edge_agent.updating.updater import Updater
 from registry.store import open_store
 from registry.store.local import LocalStore
+from release_contract.manifest import FileEntry, Manifest, format_time
+from release_contract.protocol import Command
+from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, sign_manifest, sign_payload
 
 
 class Device:
@@ -207,7 +207,7 @@ def test_commands_that_are_unsigned_or_malformed_are_refused(
     refused(device, json.dumps({**body, "signatures": []}).encode(), "rejected", "not signed")
     stranger = load_private_key(generate_keypair(tmp_path / "stranger")[0])
     refused(device, command(stranger, "3", store.url), "rejected", "untrusted key")
-    from registry.manifest import canonical_json
+    from release_contract.manifest import canonical_json
 
     escape = {**body, "name": "../../etc"}
     signed = canonical_json({**escape, "signatures": [sign_payload(canonical_json(escape), key)]})
@@ -329,10 +329,10 @@ class DrippingBlobs(EndlessBlobs):
 
 def test_server_dripping_bytes_is_cut_off_by_the_time_budget(
         tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device], monkeypatch: pytest.MonkeyPatch) -> None:
-    import registry.pull
+    import release_contract.fetch
 
     key, store, device = setup
-    monkeypatch.setattr(registry.pull, "MIN_SECONDS", 0.5)
+    monkeypatch.setattr(release_contract.fetch, "MIN_SECONDS", 0.5)
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     DrippingBlobs.envelope = store.envelope("digits", "3")
     server = ThreadingHTTPServer(("127.0.0.1", 0), DrippingBlobs)

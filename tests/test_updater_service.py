@@ -15,13 +15,14 @@ from helpers.subscriber import Subscriber
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import load_config
-from edge_agent.loop import build_classifier
-from edge_agent.publish import model_announcement
+from edge_agent.inference.classifier import build_classifier
+from edge_agent.inference.sources import Frame
+from edge_agent.publishing.session import model_announcement
 from edge_agent.service import run_service
-from edge_agent.sources import Frame
-from registry.protocol import Command, fleet_topic
-from registry.signing import generate_keypair, load_private_key
 from registry.store import open_store
+from release_contract.protocol import Command
+from release_contract.signing import generate_keypair, load_private_key
+from release_contract.topics import fleet_topic
 
 
 def test_rollout_swaps_the_model_without_stopping_the_frame_loop(tmp_path: Path, mosquitto: Mosquitto) -> None:

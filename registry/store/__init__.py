@@ -5,6 +5,26 @@ Use :func:`open_store` with a path or ``oci://host[:port]/repo``.
 
 from __future__ import annotations
 
-from registry.store.base import ReleaseInfo, Store, open_store
+import os
+from pathlib import Path
+from typing import Optional
+
+from registry.store.base import ReleaseInfo, Store
+from registry.store.local import LocalStore
+from release_contract.stores import store_kind
 
 __all__ = ["ReleaseInfo", "Store", "open_store"]
+
+
+def open_store(url: Optional[str] = None) -> Store:
+    """The store at ``url`` (a path or ``oci://host[:port]/repo``).
+
+    ``None`` means ``$EDGE_REGISTRY``, else ``./registry``. Only the OCI store needs
+    the ``registry`` extra (``oras``), imported when an OCI store is opened.
+    """
+    kind, location = store_kind(url or os.environ.get("EDGE_REGISTRY") or "./registry")
+    if kind == "oci":
+        from registry.store.oci import OciStore  # needs the registry extra (oras)
+
+        return OciStore(location)
+    return LocalStore(Path(location))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import abc
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
-from registry.errors import ManifestError, NotFound
-from registry.manifest import check_name, check_version, version_key
+from release_contract.errors import ManifestError, NotFound
+from release_contract.manifest import check_name, check_version, version_key
 
 CHANNELS = ("canary", "stable")
 
@@ -28,8 +27,8 @@ class Store(abc.ABC):
     """A place releases are pushed to and pulled from.
 
     Versions are immutable: pushing an existing ``name:version`` raises
-    :class:`~registry.errors.AlreadyExists`. All methods raise
-    :class:`~registry.errors.StoreError` subclasses on failure.
+    :class:`~release_contract.errors.AlreadyExists`. All methods raise
+    :class:`~release_contract.errors.StoreError` subclasses on failure.
     """
 
     #: The URL devices use to reach this store (a path or ``oci://...``).
@@ -105,19 +104,3 @@ def sort_versions(versions: List[str]) -> List[str]:
         except ManifestError:
             continue
     return [v for _, v in sorted(good)]
-
-
-def open_store(url: Optional[str] = None) -> Store:
-    """The store at ``url`` (a path or ``oci://host[:port]/repo``).
-
-    ``None`` means ``$EDGE_REGISTRY``, else ``./registry``. Only the OCI store needs
-    the ``registry`` extra (``oras``).
-    """
-    url = url or os.environ.get("EDGE_REGISTRY") or "./registry"
-    if url.startswith(("oci://", "oci+http://")):
-        from registry.store.oci import OciStore
-
-        return OciStore(url)
-    from registry.store.local import LocalStore
-
-    return LocalStore(Path(url.removeprefix("file://")))

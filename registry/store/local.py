@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Mapping
 
-from registry.errors import AlreadyExists, NotFound, StoreError
-from registry.files import atomic_write
-from registry.manifest import ENVELOPE_NAME, check_filename, check_name, check_version
 from registry.store.base import CHANNELS, Store, sort_versions
+from release_contract.errors import AlreadyExists, NotFound, StoreError
+from release_contract.files import atomic_write
+from release_contract.manifest import ENVELOPE_NAME, check_filename, check_name, check_version
 
 
 class LocalStore(Store):

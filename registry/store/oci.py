@@ -5,7 +5,7 @@ A release ``name:version`` is an OCI artifact in repository ``<repo>/<name>`` ta
 with its file name (so a blob's digest is the file's sha256). Channels are the tags
 ``canary`` and ``stable``; a yanked version gets the tag ``yanked-<version>`` and loses
 its channels. Uploads go through ``oras`` (the ``registry`` extra, imported
-lazily); reads use the same HTTP client as devices (:class:`registry.pull.OciSource`).
+lazily); reads use the same HTTP client as devices (:class:`release_contract.fetch.OciSource`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-from registry.errors import AlreadyExists, NotFound, RegistryError, StoreError
-from registry.manifest import ENVELOPE_NAME, check_filename, check_name, check_version
-from registry.pull import OciSource, parse_oci_url
 from registry.store.base import CHANNELS, Store, sort_versions
+from release_contract.errors import AlreadyExists, NotFound, RegistryError, StoreError
+from release_contract.manifest import ENVELOPE_NAME, check_filename, check_name, check_version
+from release_contract.stores import OciSource, parse_oci_url
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Simulated devices for fleet tests and the rollout benchmark.
 
 A :class:`SimDevice` is the device side of a rollout without the camera: a real
-:class:`~edge_agent.updater.Updater` with its own state directory and its own paho
+:class:`~edge_agent.updating.updater.Updater` with its own state directory and its own paho
 client (its own id) on a real broker. Its ``activate`` swaps a real LiteRT interpreter
 to the release and runs the health check: the first inferences on the bundled sample
 images must succeed. ``fail_health_for`` injects a field fault (a release whose health
@@ -25,14 +25,12 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 import numpy as np
 
+from edge_agent.updating.state import ActiveRelease
+from edge_agent.updating.updater import Updater
+from release_contract.signing import TrustedKeys
+from release_contract.topics import device_topic, fleet_topic, model_topic, status_topic
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from edge_agent.releases import ActiveRelease  # noqa: E402
-from edge_agent.updater import Updater  # noqa: E402
-from registry.protocol import device_topic, fleet_topic, model_topic, status_topic  # noqa: E402
-from registry.signing import TrustedKeys  # noqa: E402
-
 BUILTIN_MODEL = ROOT / "models" / "digits_int8.tflite"
 IMAGES = sorted((ROOT / "images").glob("*.png"))
 

@@ -20,8 +20,8 @@ import time
 from typing import Sequence
 
 from edge_agent.config import load_config
-from edge_agent.publish import Sink
-from edge_agent.result import Class, Classification, ModelInfo
+from edge_agent.inference.result import Class, Classification, ModelInfo
+from edge_agent.publishing.session import Sink
 from edge_agent.service import run_service
 
 MODEL = ModelInfo("synthetic", "1.0.0", "sha256:" + "00" * 32)

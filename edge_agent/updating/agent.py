@@ -1,6 +1,6 @@
-"""Model updates inside ``edge-agent run``: the ``[updates]`` settings and the glue to the service.
+"""Model updates inside ``edge-agent run``: the glue between the updater and the running agent.
 
-:class:`AgentUpdates` connects an :class:`~edge_agent.updater.Updater` to a running agent:
+:class:`AgentUpdates` connects an :class:`~edge_agent.updating.updater.Updater` to a running agent:
 it subscribes to the rollout topics through the publishing session, reports progress on
 ``<prefix>/<device>/rollout/status``, announces the active release (with the device's
 fleet) on the retained model topic, and switches the frame loop's classifier to a new
@@ -8,90 +8,82 @@ release between two frames once the release passed its health check: the first
 ``health_inferences`` inferences of the new runtime (with the Edge TPU delegate when one
 is present) must succeed.
 
-Settings (TOML section ``[updates]``, environment ``EDGE_AGENT_UPDATES_<FIELD>``)::
-
-    [updates]
-    enabled = true
-    trust = "/etc/edge-agent/signing.pub"   # or a folder of *.pub
-    fleet = "farm"
+Its settings are the ``[updates]`` section of the configuration
+(:class:`edge_agent.config.UpdatesConfig`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Protocol
 
-from .errors import ConfigError
+import numpy as np
+
+from edge_agent.config import Config
+from edge_agent.errors import ConfigError
+from edge_agent.inference.classifier import Classifier
+from edge_agent.inference.sources import Frame
+from edge_agent.publishing.session import model_announcement
+from edge_agent.updating.state import ActiveRelease
+from edge_agent.updating.updater import Updater
+from release_contract.errors import RegistryError
+from release_contract.protocol import MAX_COMMAND_BYTES
+from release_contract.signing import TrustedKeys
+from release_contract.topics import device_topic, fleet_topic, status_topic
 
 log = logging.getLogger(__name__)
 
-_FLEET_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
+
+#: Builds the classifier of a release. The service passes one that applies the agent's
+#: configuration (device, runtime, top-k) and the release's own normalization.
+OpenRelease = Callable[[ActiveRelease], Classifier]
 
 
-@dataclass
-class UpdatesConfig:
-    """Over-the-air model updates (off by default)."""
+class CommandChannel(Protocol):
+    """What the updater needs of the MQTT client: publish a retained message, subscribe."""
 
-    enabled: bool = False
-    trust: Optional[Path] = None  # signing.pub of the release signer, or a folder of *.pub
-    fleet: str = ""  # the fleet this device belongs to (rollouts with --fleet)
-    runtime_version: Optional[int] = None  # Edge TPU runtime version; None = do not check
-    health_inferences: int = 3  # inferences the new runtime must pass before it serves frames
-    validation_timeout: float = 60.0  # seconds for the sandboxed validation of a new model
-    validation_memory_mb: int = 1024  # address-space limit of the validation process
-    download_timeout: float = 30.0  # read timeout of release downloads, seconds
+    def publish_direct(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool: ...
 
-    def validate(self) -> None:
-        """Raise ConfigError naming the first invalid field."""
-        if self.enabled and self.trust is None:
-            raise ConfigError("updates.trust is required when updates are enabled: the signing.pub "
-                              "whose releases this device accepts")
-        if self.enabled and self.trust is not None and not self.trust.exists():
-            raise ConfigError(f"updates.trust: {self.trust} does not exist")
-        if not _FLEET_RE.match(self.fleet):
-            raise ConfigError(f"updates.fleet must be letters, digits, '_', '.' or '-', got {self.fleet!r}")
-        if self.health_inferences < 1:
-            raise ConfigError(f"updates.health_inferences must be at least 1, got {self.health_inferences}")
-        if self.validation_timeout <= 0 or self.download_timeout <= 0:
-            raise ConfigError("updates.validation_timeout and updates.download_timeout must be positive")
-        if self.validation_memory_mb < 64:
-            raise ConfigError(f"updates.validation_memory_mb must be at least 64, got "
-                              f"{self.validation_memory_mb}")
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None], *, max_bytes: Optional[int] = None,
+                  qos: int = 1) -> None: ...
+
+
+class ModelAnnouncer(Protocol):
+    """What the updater needs of the publishing session: its client, and the retained model topic."""
+
+    @property
+    def publisher(self) -> Optional[CommandChannel]: ...
+
+    def set_model(self, model_info: Dict[str, Any]) -> None: ...
 
 
 class AgentUpdates:
     """The updater of one running agent. Build it, ``start()`` it before the frame loop, ``close()`` it.
 
-    ``config`` is the agent's :class:`~edge_agent.config.Config`, ``updates`` its
-    :class:`UpdatesConfig`, ``session`` the started publishing session and ``classifier``
-    the frame loop's :class:`~edge_agent.loop.Classifier`.
+    ``config`` is the agent's configuration, ``session`` the started publishing session,
+    ``classifier`` the frame loop's classifier, whose model is swapped between two frames, and
+    ``open_release`` builds a release's classifier as the agent's configuration says.
     """
 
-    def __init__(self, config: Any, updates: UpdatesConfig, session: Any, classifier: Any) -> None:
+    def __init__(self, config: Config, session: ModelAnnouncer, classifier: Classifier,
+                 open_release: OpenRelease) -> None:
+        self._open_release = open_release
+        updates = config.updates
         self.config = config
         self.updates = updates
         self.session = session
         self.classifier = classifier
         # what the agent ran before any release: the target of a rollback to "the built-in model"
         self._builtin = (classifier.runtime, classifier.labels, classifier.model)
-        self.updater: Any = None
+        self.updater: Optional[Updater] = None
 
     def start(self) -> AgentUpdates:
         """Recover, switch to the active release, subscribe to the rollout topics.
 
         Raises ConfigError when the trusted keys cannot be read.
         """
-        from registry.errors import RegistryError
-        from registry.protocol import MAX_COMMAND_BYTES, device_topic, fleet_topic, status_topic
-        from registry.signing import TrustedKeys
-
-        from .updater import Updater
-
         assert self.updates.trust is not None, "UpdatesConfig.validate() requires trust"
         try:
             trusted = TrustedKeys.from_paths([self.updates.trust])
@@ -106,7 +98,7 @@ class AgentUpdates:
                 publisher.publish_direct(status, json.dumps(msg).encode(), qos=1, retain=True)
 
         self.updater = Updater(
-            Path(self.config.state_dir) / "updates", trusted, device, self.updates.runtime_version,
+            self.config.state_path / "updates", trusted, device, self.updates.runtime_version,
             publish_status, self._activate, publish_model=self._announce, fleet=self.updates.fleet,
             validation_timeout=self.updates.validation_timeout,
             validation_memory_mb=self.updates.validation_memory_mb,
@@ -120,8 +112,9 @@ class AgentUpdates:
             topics = [device_topic(prefix, device)]
             if self.updates.fleet:
                 topics.append(fleet_topic(prefix, self.updates.fleet))
+            updater = self.updater
             for topic in topics:
-                publisher.subscribe(topic, lambda _t, payload: self.updater.handle_command(payload),
+                publisher.subscribe(topic, lambda _t, payload: updater.handle_command(payload),
                                     max_bytes=MAX_COMMAND_BYTES, qos=1)
         return self
 
@@ -131,29 +124,18 @@ class AgentUpdates:
             self.updater.close()
 
     def _announce(self, msg: Dict[str, Any]) -> None:
-        from .publish import model_announcement
-
         model = self.classifier.model
         self.session.set_model(model_announcement(model, self.classifier.runtime.backend,
                                                   fleet=self.updates.fleet))
 
-    def _activate(self, release: Any) -> bool:
+    def _activate(self, release: Optional[ActiveRelease]) -> bool:
         """Health-check the release's runtime, then swap it into the frame loop (None: built-in)."""
         if release is None:
             self.classifier.swap(*self._builtin)
             return True
-        import numpy as np
-
-        from .loop import build_classifier
-        from .sources import Frame
-
-        cfg = self.config
         try:
-            candidate = build_classifier(
-                release.edgetpu_model or release.cpu_model, release.labels, device=cfg.device,
-                runtime=cfg.runtime, threads=cfg.threads, k=cfg.top_k, threshold=cfg.threshold,
-                device_id=cfg.device_id, name=release.name, version=release.version)
-            (height, width), _channels = candidate.runtime.input_size, candidate.runtime.channels
+            candidate = self._open_release(release)
+            width, height = candidate.runtime.input_size  # (width, height), as every size in the agent
             image = np.full((height, width, 3), 128, dtype=np.uint8)
             for index in range(self.updates.health_inferences):
                 result = candidate.classify(Frame(image, "health-check", index, time.time()))

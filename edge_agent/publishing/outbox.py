@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
-from .errors import ConfigError
+from edge_agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

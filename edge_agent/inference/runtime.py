@@ -21,22 +21,19 @@ import hashlib
 import importlib
 import logging
 import platform
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import ConfigError, DelegateError, ModelError
+from edge_agent.config import RUNTIMES, validate_device
+from edge_agent.errors import ConfigError, DelegateError, ModelError
+from release_contract.models import compiled_twin, cpu_twin, is_edgetpu_model, is_tflite
 
 log = logging.getLogger(__name__)
 
-EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
-TFLITE_IDENTIFIER = b"TFL3"
 MAX_MODEL_BYTES = 512 * 1024 * 1024
-RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow")
-_DEVICE_RE = re.compile(r"^(auto|cpu|usb|pci|usb:\d+|pci:\d+|:\d+)$")
 
 
 def delegate_library() -> str:
@@ -44,13 +41,6 @@ def delegate_library() -> str:
     return {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(
         platform.system(), "libedgetpu.so.1"
     )
-
-
-def validate_device(device: str) -> str:
-    """Return ``device`` if it is one of auto, cpu, usb, usb:N, pci, pci:N, :N; raise ConfigError otherwise."""
-    if not _DEVICE_RE.match(device):
-        raise ConfigError(f"invalid --device {device!r}: use auto, cpu, usb, usb:N, pci, pci:N or :N")
-    return device
 
 
 def read_model(path: Path) -> bytes:
@@ -72,24 +62,9 @@ def read_model(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model {path}: {exc.strerror}") from exc
-    if len(data) < 16 or data[4:8] != TFLITE_IDENTIFIER:
+    if len(data) < 16 or not is_tflite(data):
         raise ModelError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")
     return data
-
-
-def is_edgetpu_model(data: bytes) -> bool:
-    """True when the model was compiled by edgetpu_compiler (it holds the Edge TPU custom op)."""
-    return EDGETPU_CUSTOM_OP in data
-
-
-def cpu_sibling(path: Path) -> Path:
-    """The CPU model expected beside a compiled one: ``x_edgetpu.tflite`` -> ``x.tflite``."""
-    return path.with_name(path.name.replace("_edgetpu.tflite", ".tflite"))
-
-
-def edgetpu_sibling(path: Path) -> Path:
-    """The compiled model expected beside a CPU one: ``x.tflite`` -> ``x_edgetpu.tflite``."""
-    return path.with_name(path.stem + "_edgetpu.tflite")
 
 
 @dataclass(frozen=True)
@@ -243,7 +218,7 @@ def open_runtime(model: Path, device: str = "auto", runtime: str = "auto", threa
     if not compiled:
         if device == "auto":
             return _build(backend, path, data, [], threads, "cpu")
-        sibling = edgetpu_sibling(path)
+        sibling = compiled_twin(path)
         if not sibling.exists():
             raise ModelError(
                 f"{path} is not compiled for the Edge TPU and there is no {sibling.name} beside it: "
@@ -261,7 +236,7 @@ def open_runtime(model: Path, device: str = "auto", runtime: str = "auto", threa
 
 
 def _cpu_fallback(backend: _Backend, compiled: Path, threads: int, reason: str) -> Runtime:
-    cpu = cpu_sibling(compiled)
+    cpu = cpu_twin(compiled)
     if cpu == compiled or not cpu.exists():
         raise ModelError(
             f"{reason}; {compiled.name} cannot run on the CPU and there is no CPU model {cpu.name} beside it"

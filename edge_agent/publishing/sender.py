@@ -1,6 +1,6 @@
 """Sending an outbox's messages through a paho client, in order, and deleting them once acknowledged.
 
-:class:`OutboxSender` is the publishing half of :class:`~edge_agent.mqtt.MqttPublisher`: the
+:class:`OutboxSender` is the publishing half of :class:`~edge_agent.publishing.client.MqttPublisher`: the
 frame loop hands it each committed message (:meth:`OutboxSender.add`), and the MQTT network
 thread calls :meth:`OutboxSender.step` between two waits on the socket.
 """
@@ -14,7 +14,7 @@ from typing import Deque, Dict, List, Tuple
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
-from .outbox import Message, Outbox
+from edge_agent.publishing.outbox import Message, Outbox
 
 DELETE_BATCH = 500  # acknowledged rows deleted per commit at most ...
 DELETE_INTERVAL = 0.1  # ... and at least this often (s); a crash in between only resends them

@@ -1,6 +1,6 @@
 """Publishing to an MQTT broker: every result delivered, through outages and crashes.
 
-Results go through the :class:`~edge_agent.outbox.Outbox` first (:meth:`MqttPublisher.enqueue`,
+Results go through the :class:`~edge_agent.publishing.outbox.Outbox` first (:meth:`MqttPublisher.enqueue`,
 a local SQLite commit that never waits for the network). One network thread owns the
 connection and is the only one that writes to it: it sends the outbox's messages in order
 (at most ``window`` awaiting acknowledgement), deletes each row when the broker acknowledges
@@ -10,7 +10,7 @@ change. Topics, per device, under a prefix (default ``edgetpu``)::
     <prefix>/<device>/classification   one JSON result per frame (schema edgetpu.classification/1)
     <prefix>/<device>/status           retained "online" (birth) / "offline" (last will, clean stop)
     <prefix>/<device>/model            retained JSON naming the active model
-    <prefix>/<device>/stats            periodic JSON (see edge_agent.stats)
+    <prefix>/<device>/stats            periodic JSON (see edge_agent.publishing.stats)
 
 Errors: a bad URL raises ConfigError; a refused login or a TLS failure at start-up raises
 PublishError; a broker that is merely unreachable is not an error (results queue up).
@@ -28,13 +28,14 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
-from .broker import Backoff, Topics, describe_error, parse_broker_url
-from .config import MqttConfig
-from .errors import ConfigError, PublishError
-from .outbox import Message, Outbox
-from .sender import OutboxSender
+from edge_agent.config import MqttConfig
+from edge_agent.errors import ConfigError, PublishError
+from edge_agent.publishing.broker import Backoff, describe_error, make_paho_client
+from edge_agent.publishing.outbox import Message, Outbox
+from edge_agent.publishing.sender import OutboxSender
+from release_contract.topics import BrokerUrlError, Topics, parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,10 @@ class MqttPublisher:
         if config.url is None:
             raise ConfigError("mqtt.url is not set (example: mqtt://localhost:1883)")
         self.config = config
-        self.address = parse_broker_url(config.url)
+        try:
+            self.address = parse_broker_url(config.url)
+        except BrokerUrlError as exc:
+            raise ConfigError(f"mqtt.url {exc}") from None
         self.topics = Topics(config.topic_prefix, device_id)
         self.outbox = outbox
         self._window = window
@@ -92,31 +96,7 @@ class MqttPublisher:
 
     # ---- set-up -----------------------------------------------------------------------------------
     def _make_client(self, device_id: str) -> paho.Client:
-        cfg, addr = self.config, self.address
-        v5 = cfg.protocol == "5"
-        client_id = cfg.client_id or f"edge-agent-{device_id}"
-        if v5:  # clean_session is a 3.1.1 notion; MQTT 5 sets clean_start when connecting
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        else:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311,
-                                 clean_session=True)
-        user = cfg.username if cfg.username is not None else addr.username
-        password = cfg.password if cfg.password is not None else addr.password
-        if user is not None:
-            client.username_pw_set(user, password)
-        if addr.tls:
-            try:
-                client.tls_set(
-                    ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                    keyfile=str(cfg.key_file) if cfg.key_file else None,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"mqtt TLS files cannot be loaded: {describe_error(exc)}") from exc
-        elif cfg.ca_file or cfg.cert_file:
-            raise ConfigError(f"mqtt.ca_file/cert_file are set but {cfg.url!r} is not mqtts://")
-        client.will_set(self.topics.status, b"offline", qos=1, retain=True)
-        client.max_inflight_messages_set(self._window)
+        client = make_paho_client(self.config, self.address, device_id, self.topics.status, self._window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Optional, Sequence
 
-from .result import Classification
+from edge_agent.inference.result import Classification
 
 STATS_SCHEMA = "edgetpu.stats/1"
 APEX_ROOT = Path("/sys/class/apex")

@@ -2,7 +2,7 @@
 
 A crafted or broken model must not take the agent down, so the updater never loads
 an unvalidated model in its own process. :func:`validate_model` runs
-``python -m edge_agent.validate`` as a child that first limits itself
+``python -m edge_agent.updating.validate`` as a child that first limits itself
 (``resource.setrlimit``: address space and CPU seconds), then loads the model with
 LiteRT, checks its input against the manifest, classifies the golden input and
 prints one JSON line. The parent adds a wall-clock timeout and kills the child when
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from edge_agent.errors import UpdateError
+from edge_agent.inference.labels import load_labels
+from edge_agent.inference.runtime import read_model
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def validate_model(model: Path, labels: Path, shape: Sequence[int], *, golden: O
     reason when the child fails, exceeds ``timeout`` seconds or ``memory_mb`` of
     address space, or the model does not match its manifest and labels.
     """
-    cmd = [sys.executable, "-m", "edge_agent.validate", "--model", str(model), "--labels", str(labels),
+    cmd = [sys.executable, "-m", "edge_agent.updating.validate", "--model", str(model), "--labels", str(labels),
            "--shape", ",".join(str(int(d)) for d in shape), "--memory-mb", str(int(memory_mb)),
            "--cpu-seconds", str(max(1, int(timeout)))]
     if golden is not None:
@@ -89,8 +91,8 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    labels = [line for line in Path(args.labels).read_text("utf-8").splitlines() if line.strip()]
-    interpreter = Interpreter(model_path=args.model, num_threads=1)
+    labels = load_labels(Path(args.labels))
+    interpreter = Interpreter(model_content=read_model(Path(args.model)), num_threads=1)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     shape = [int(d) for d in args.shape.split(",")]
@@ -109,8 +111,8 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     interpreter.invoke()
     out = interpreter.get_output_details()[0]
     scores = np.asarray(interpreter.get_tensor(out["index"])).reshape(-1)
-    if labels and len(labels) != scores.size:
-        raise ValueError(f"the model has {scores.size} classes but the labels file has {len(labels)} lines")
+    if labels and (len(labels) != scores.size or max(labels) >= scores.size):
+        raise ValueError(f"the model has {scores.size} classes but the labels file has {len(labels)} labels")
     top1 = int(np.argmax(scores))
     if args.expect_top1 is not None and top1 != args.expect_top1:
         raise ValueError(f"golden input classified as {top1}, the manifest expects {args.expect_top1}")
@@ -119,7 +121,7 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Child entry point: limit resources, check the model, print one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m edge_agent.validate")
+    parser = argparse.ArgumentParser(prog="python -m edge_agent.updating.validate")
     parser.add_argument("--model", required=True)
     parser.add_argument("--labels", required=True)
     parser.add_argument("--shape", required=True)

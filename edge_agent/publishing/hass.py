@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from .broker import Topics
+from release_contract.topics import Topics
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -24,9 +24,12 @@ from typing import Any, Dict, Optional
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from registry.errors import ProtocolError, RegistryError
-from registry.manifest import canonical_json, check_name, check_version
-from registry.signing import TrustedKeys, sign_payload
+from release_contract.errors import ProtocolError, RegistryError
+from release_contract.manifest import canonical_json, check_name, check_version
+from release_contract.signing import TrustedKeys, sign_payload
+from release_contract.topics import device_topic, fleet_topic, model_topic, status_topic
+
+__all__ = ["device_topic", "fleet_topic", "model_topic", "status_topic"]  # re-exported: callers of the protocol
 
 COMMAND_SCHEMA = "edgetpu.rollout/1"
 STATUS_SCHEMA = "edgetpu.rollout-status/1"
@@ -39,33 +42,6 @@ STATES = ("received", "downloading", "verifying", "validating", "activating", "h
           "active", "rejected", "failed", "rolled_back")
 FINAL_STATES = ("active", "rejected", "failed", "rolled_back")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TOPIC_SAFE = re.compile(r"^[^/#+\x00]{1,128}$")
-
-
-def _segment(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _TOPIC_SAFE.match(value):
-        raise ProtocolError(f"invalid {what} {value!r} for an MQTT topic")
-    return value
-
-
-def fleet_topic(prefix: str, fleet: str) -> str:
-    """``<prefix>/fleet/<fleet>/rollout``."""
-    return f"{prefix}/fleet/{_segment(fleet, 'fleet')}/rollout"
-
-
-def device_topic(prefix: str, device: str) -> str:
-    """``<prefix>/<device>/rollout``."""
-    return f"{prefix}/{_segment(device, 'device id')}/rollout"
-
-
-def status_topic(prefix: str, device: str) -> str:
-    """``<prefix>/<device>/rollout/status``."""
-    return f"{device_topic(prefix, device)}/status"
-
-
-def model_topic(prefix: str, device: str) -> str:
-    """``<prefix>/<device>/model``."""
-    return f"{prefix}/{_segment(device, 'device id')}/model"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from edge_agent.errors import InputError
 
 log = logging.getLogger(__name__)
 

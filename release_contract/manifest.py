@@ -15,12 +15,13 @@ numerically; names are lowercase so they are valid OCI repository names.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from registry.errors import ManifestError
+from release_contract.errors import ManifestError
 
 SCHEMA = "edgetpu.release/1"
 ENVELOPE_NAME = "release.json"
@@ -173,6 +174,7 @@ class Manifest:
         inp = data.get("input")
         if not isinstance(inp, Mapping) or not _valid_shape(inp.get("shape")):
             raise ManifestError("manifest input.shape must be a list of positive integers")
+        check_normalization(inp.get("mean"), inp.get("std"))
         min_runtime = data.get("min_runtime", 0)
         if not isinstance(min_runtime, int) or isinstance(min_runtime, bool) or min_runtime < 0:
             raise ManifestError("manifest min_runtime must be a non-negative integer")
@@ -203,9 +205,24 @@ class Manifest:
         """Bytes of all files of the release (the envelope aside)."""
         return sum(e.size for e in self.files.values())
 
+    @property
+    def normalization(self) -> Tuple[Optional[float], Optional[float]]:
+        """(mean, std) the device applies to pixels; (None, None): the model's input quantization covers it."""
+        mean, std = self.input.get("mean"), self.input.get("std")
+        return (None, None) if mean is None or std is None else (float(mean), float(std))
+
     def expired(self, now: Optional[datetime] = None) -> bool:
         """True when ``expires_at`` is in the past."""
         return parse_time(self.expires_at) <= (now or datetime.now(timezone.utc))
+
+
+def check_normalization(mean: Any, std: Any) -> None:
+    """Both null, or both finite numbers with std not 0."""
+    if mean is None and std is None:
+        return
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (mean, std))
+    if not numbers or std == 0:
+        raise ManifestError("manifest input mean/std must both be null, or finite numbers with std not 0")
 
 
 def _valid_shape(shape: Any) -> bool:

@@ -33,6 +33,8 @@ class ManifestError(RegistryError):
 class VerificationError(RegistryError):
     """A release or command failed verification; nothing was written or activated."""
 
+    exit_code = 4  # release_contract.exits.VERIFICATION
+
 
 class StoreError(RegistryError):
     """A store cannot be read or written."""

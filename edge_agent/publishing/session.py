@@ -15,12 +15,12 @@ import sqlite3
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from .config import Config
-from .hass import discovery_messages
-from .mqtt import MqttPublisher
-from .outbox import Outbox
-from .result import Classification, ModelInfo
-from .stats import Stats
+from edge_agent.config import Config
+from edge_agent.inference.result import Classification, ModelInfo
+from edge_agent.publishing.client import MqttPublisher
+from edge_agent.publishing.hass import discovery_messages
+from edge_agent.publishing.outbox import Outbox
+from edge_agent.publishing.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class PublishingSession:
 def open_publishing(config: Config, classifier: Any) -> Optional[PublishingSession]:
     """Start publishing for ``edge-agent classify``: None when no broker is configured.
 
-    ``classifier`` is an :class:`edge_agent.loop.Classifier` (its model and backend are
+    ``classifier`` is an :class:`edge_agent.inference.loop.Classifier` (its model and backend are
     announced on the retained model topic). Raises ConfigError or PublishError.
     """
     if not config.mqtt.url:

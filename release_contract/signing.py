@@ -19,8 +19,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from registry.errors import RegistryError, VerificationError
-from registry.manifest import Manifest, canonical_json, parse_envelope
+from release_contract.errors import RegistryError, VerificationError
+from release_contract.manifest import Manifest, canonical_json, parse_envelope
 
 PRIVATE_NAME = "signing.key"
 PUBLIC_NAME = "signing.pub"
@@ -145,7 +145,7 @@ def verify_envelope(raw: bytes, trusted: TrustedKeys) -> Manifest:
     """Check the signature of a ``release.json`` and return its parsed manifest.
 
     The signature is checked before the manifest's fields are interpreted; raises
-    :class:`VerificationError` or :class:`~registry.errors.ManifestError`.
+    :class:`VerificationError` or :class:`~release_contract.errors.ManifestError`.
     """
     signed, sigs = parse_envelope(raw)
     trusted.verify(canonical_json(signed), sigs)

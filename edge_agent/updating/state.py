@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from edge_agent.errors import UpdateError
-from registry.errors import RegistryError
-from registry.files import atomic_write, fsync_dir, sha256_file
-from registry.manifest import ENVELOPE_NAME, Manifest, check_name, check_version
-from registry.signing import TrustedKeys, verify_envelope
+from release_contract.errors import RegistryError
+from release_contract.files import atomic_write, fsync_dir, sha256_file
+from release_contract.manifest import ENVELOPE_NAME, Manifest, check_name, check_version
+from release_contract.signing import TrustedKeys, verify_envelope
 
 log = logging.getLogger(__name__)
 

@@ -1,51 +1,22 @@
-"""Pre-processing, post-processing and labels: small pure functions around the runtime.
+"""Pre-processing: an RGB frame to the model's input tensor, in small pure functions.
 
 Conventions: images are ``numpy.uint8`` arrays of shape (height, width, 3) in RGB
-order; scores are floats in the model's output range (for a softmax head, [0, 1]).
+order; sizes are (width, height) in pixels, as OpenCV and Pillow take them.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, ModelError
-from .result import Class
+from edge_agent.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-_LABEL_LINE = re.compile(r"^\s*(\d+)[\s:,]+(.*\S)\s*$")
-
-
-def load_labels(path: Path) -> Dict[int, str]:
-    """Read a labels file: ``id label`` lines (``0 cat``, ``0: cat``) or one label per line.
-
-    Returns {class id: label}. Raises ModelError when the file is missing or unreadable.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ModelError(f"labels file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read labels file {path}: {exc}") from exc
-    lines = [line for line in text.splitlines() if line.strip()]
-    matches = [_LABEL_LINE.match(line) for line in lines]
-    if lines and all(matches):
-        return {int(m.group(1)): m.group(2) for m in matches if m}
-    return {i: line.strip() for i, line in enumerate(lines)}
-
-
-def check_labels(labels: Dict[int, str], num_classes: int, path: Path) -> None:
-    """Warn (once) when a labels file does not match the model's number of classes."""
-    if labels and (len(labels) != num_classes or max(labels) >= num_classes):
-        log.warning("labels file %s has %d labels but the model has %d classes; unmatched ids show as numbers",
-                    path, len(labels), num_classes)
 
 
 @dataclass(frozen=True)
@@ -124,20 +95,3 @@ def preprocess(image: np.ndarray, size: Tuple[int, int], channels: int, dtype: t
     return quantize_input(pixels, dtype, quant, norm)[None]
 
 
-def dequantize(raw: np.ndarray, quant: Tuple[float, int]) -> np.ndarray:
-    """Raw output values -> float scores: ``(q - zero_point) * scale`` for quantized outputs."""
-    scale, zero_point = quant
-    if raw.dtype in (np.uint8, np.int8, np.int16) and scale > 0:
-        return (raw.astype(np.float32) - zero_point) * scale
-    return raw.astype(np.float32)
-
-
-def top_k(scores: np.ndarray, k: int, threshold: float, labels: Dict[int, str]) -> List[Class]:
-    """The ``k`` best classes with score >= ``threshold``, best first, labelled."""
-    k = max(0, min(k, scores.size))
-    if k == 0:
-        return []
-    idx = np.argpartition(-scores, k - 1)[:k]
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    return [Class(id=int(i), score=float(scores[i]), label=labels.get(int(i), str(int(i))))
-            for i in idx if scores[i] >= threshold]

@@ -1,0 +1,120 @@
+"""A classifier: a runtime plus its labels and settings, turning one frame into one result.
+
+:func:`build_classifier` opens a model (Edge TPU or CPU, see :mod:`edge_agent.inference.runtime`)
+and its labels; :meth:`Classifier.swap` replaces the model between two frames (model updates).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from edge_agent.bundled import bundled
+from edge_agent.inference.labels import check_labels, load_labels
+from edge_agent.inference.postprocess import dequantize, top_k
+from edge_agent.inference.preprocess import Normalization, preprocess
+from edge_agent.inference.result import Classification, ModelInfo
+from edge_agent.inference.runtime import Runtime, open_runtime
+from edge_agent.inference.sources import Frame
+from release_contract.models import model_stem
+
+log = logging.getLogger(__name__)
+
+
+class Classifier:
+    """A runtime plus everything needed to turn a frame into a :class:`Classification`.
+
+    ``swap()`` replaces the runtime (for a model update) between two inferences;
+    it is safe to call from another thread.
+    """
+
+    def __init__(self, runtime: Runtime, labels: Dict[int, str], model: ModelInfo, device_id: str,
+                 norm: Optional[Normalization] = None, keep_aspect: bool = False, k: int = 3,
+                 threshold: float = 0.0, labels_path: Optional[Path] = None) -> None:
+        self.device_id = device_id
+        self.norm = norm or Normalization()
+        self.keep_aspect = keep_aspect
+        self.k = k
+        self.threshold = threshold
+        self._lock = threading.Lock()
+        self.runtime = runtime
+        self.labels = labels
+        self.model = model
+        if labels_path is not None:
+            check_labels(labels, runtime.num_classes, labels_path)
+
+    def swap(self, runtime: Runtime, labels: Dict[int, str], model: ModelInfo) -> None:
+        """Use a new runtime, labels and model identity from the next frame on."""
+        with self._lock:
+            self.runtime, self.labels, self.model = runtime, labels, model
+        log.info("now running %s %s on %s", model.name, model.version, runtime.backend)
+
+    def input_spec(self) -> Tuple[Tuple[int, int], int, Any, Tuple[float, int]]:
+        """(size, channels, dtype, quantization) of the current model's input."""
+        rt = self.runtime
+        return rt.input_size, rt.channels, rt.input_dtype, rt.input_quant
+
+    def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[Any, ...]]:
+        """Pre-process an RGB image for the current model; returns (tensor, input spec used)."""
+        spec = self.input_spec()
+        size, channels, dtype, quant = spec
+        return preprocess(image, size, channels, dtype, quant, self.norm, self.keep_aspect), spec
+
+    def classify(self, frame: Frame, tensor: Optional[np.ndarray] = None, spec: Optional[Tuple[Any, ...]] = None,
+                 preprocess_ms: float = 0.0) -> Classification:
+        """Classify one frame; ``tensor`` is the output of :meth:`prepare` when done ahead."""
+        with self._lock:
+            runtime, labels, model = self.runtime, self.labels, self.model
+            if tensor is None or spec != self.input_spec():
+                t0 = time.perf_counter()
+                tensor, _ = self.prepare(frame.image)
+                preprocess_ms = (time.perf_counter() - t0) * 1000
+            t1 = time.perf_counter()
+            raw = runtime.invoke(tensor)
+            t2 = time.perf_counter()
+        classes = top_k(dequantize(raw, runtime.output_quant), self.k, self.threshold, labels)
+        inference_ms = (t2 - t1) * 1000
+        total_ms = preprocess_ms + inference_ms + (time.perf_counter() - t2) * 1000
+        return Classification(
+            device=self.device_id, model=model, backend=runtime.backend, source=frame.source,
+            frame=frame.index, captured_at=frame.captured_at, preprocess_ms=preprocess_ms,
+            inference_ms=inference_ms, total_ms=total_ms, top_k=classes,
+        )
+
+
+def model_info(runtime: Runtime, name: Optional[str] = None, version: str = "local") -> ModelInfo:
+    """Identity of the model a runtime runs: name from the file (without ``_edgetpu``), version, digest."""
+    return ModelInfo(name=name or model_stem(runtime.model_path), version=version, digest=runtime.digest)
+
+
+
+def default_labels(model: Path) -> Optional[Path]:
+    """Labels to use when none are given: ``labels.txt`` or ``<name>_labels.txt`` / ``<name>.txt``
+    beside the model, or the bundled labels for the bundled demo model."""
+    stem = model_stem(model)
+    candidates = [model.parent / f"{stem}_labels.txt", model.parent / f"{stem}.txt", model.parent / "labels.txt"]
+    if stem.endswith("_int8"):
+        candidates.append(bundled("labels", f"{stem[:-5]}.txt"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def build_classifier(model: Path, labels: Optional[Path], device: str = "auto", runtime: str = "auto",
+                     threads: int = 2, norm: Optional[Normalization] = None, keep_aspect: bool = False,
+                     k: int = 3, threshold: float = 0.0, device_id: str = "local",
+                     name: Optional[str] = None, version: str = "local") -> Classifier:
+    """Open the model (Edge TPU or CPU, see :func:`edge_agent.inference.runtime.open_runtime`) and its labels.
+
+    Raises ModelError, DelegateError or ConfigError.
+    """
+    rt = open_runtime(Path(model), device=device, runtime=runtime, threads=threads)
+    labels_path = labels or default_labels(Path(model))
+    label_map = load_labels(labels_path) if labels_path else {}
+    if labels_path is None:
+        log.info("no labels file given or found beside %s: classes show as numbers", model)
+    return Classifier(rt, label_map, model_info(rt, name, version), device_id, norm=norm,
+                      keep_aspect=keep_aspect, k=k, threshold=threshold, labels_path=labels_path)
