@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CACHE = ROOT / ".cache" / "bench"
 
-CLASSIC = r'''
+CLASSIC = r"""
 import sys, time, glob
 import numpy as np
 from PIL import Image
@@ -46,7 +46,7 @@ for f in files:
     it.set_tensor(inp["index"], np.asarray(image)[None]); it.invoke()
     scores = it.get_tensor(out["index"])[0]; top = np.argsort(-scores)[:3]
 print(len(files) / (time.perf_counter() - t0))
-'''
+"""
 
 
 def build_model() -> Path:
@@ -146,12 +146,16 @@ def classic_fps(model: Path, frames_dir: Path, threads: int) -> str:
     py = venv / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "tflite-runtime==2.14.0", "numpy<2", "pillow"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "tflite-runtime==2.14.0", "numpy<2", "pillow"],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             return "not measured (tflite-runtime could not be installed: " + proc.stderr.strip()[-200:] + ")"
-    proc = subprocess.run([str(py), "-c", CLASSIC, str(model), str(frames_dir), str(threads)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(py), "-c", CLASSIC, str(model), str(frames_dir), str(threads)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         return "not measured (" + proc.stderr.strip().splitlines()[-1] + ")"
     return f"{float(proc.stdout.strip().splitlines()[-1]):8.1f} frames/s"
@@ -176,8 +180,10 @@ def main() -> None:
     print(f"raw invoke()                          {raw_mean:8.1f} frames/s  (runs: {raw:.1f}, {raw2:.1f})")
     print(f"edge-agent classify on a video file   {e2e:8.1f} frames/s")
     print(f"ratio end-to-end / raw                {e2e / raw_mean:8.2f}   (target >= 0.90)")
-    print(f"same loop on pre-decoded frames       {decoded:8.1f} frames/s, ratio {decoded / raw_mean:.2f} "
-          "(the rest of the gap is video decoding)")
+    print(
+        f"same loop on pre-decoded frames       {decoded:8.1f} frames/s, ratio {decoded / raw_mean:.2f} "
+        "(the rest of the gap is video decoding)"
+    )
     print(f"classic example (Pillow + tflite-runtime, sequential) {classic}")
 
 

@@ -63,8 +63,11 @@ class LatencySubscriber:
     def __init__(self, broker: Mosquitto, out: Path) -> None:
         self.out = out
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, broker.host, str(broker.port), str(out)],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SUBSCRIBER, broker.host, str(broker.port), str(out)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.proc.stdout.readline()  # "subscribed"
 
@@ -104,8 +107,11 @@ def run_loop(classifier: Classifier, video: Path, session: Optional[PublishingSe
 
 
 def session_for(broker: Mosquitto, state: Path, device: str) -> PublishingSession:
-    config = Config(device_id=device, state_dir=state,
-                    mqtt=MqttConfig(url=broker.url, topic_prefix="bench", qos=1, stats_interval=0))
+    config = Config(
+        device_id=device,
+        state_dir=state,
+        mqtt=MqttConfig(url=broker.url, topic_prefix="bench", qos=1, stats_interval=0),
+    )
     return PublishingSession(config).start()
 
 
@@ -126,8 +132,10 @@ class PacedCamera(Source):
 
     def __init__(self, fps: float, count: int) -> None:
         self.name, self.fps, self.count = "paced-camera", fps, count
-        self.images = [cv2.cvtColor(cv2.resize(read_png(p), (64, 64)), cv2.COLOR_BGR2RGB)
-                       for p in sorted((ROOT / "images").glob("*.png"))]
+        self.images = [
+            cv2.cvtColor(cv2.resize(read_png(p), (64, 64)), cv2.COLOR_BGR2RGB)
+            for p in sorted((ROOT / "images").glob("*.png"))
+        ]
 
     def frames(self) -> Iterator[Frame]:
         start = time.monotonic()
@@ -199,8 +207,10 @@ def latency(classifier: Classifier, broker: Mosquitto, work: Path, fps: float, c
     lat50, lat99 = percentile(latencies, 50) or 0.0, percentile(latencies, 99) or 0.0
     print(f"  live source at {fps:.0f} frames/s, {len(latencies)} of {stats.frames} results received")
     print(f"  inference ms        p50 {inf50:7.2f}  p99 {inf99:7.2f}")
-    print(f"  capture->subscriber p50 {lat50:7.2f}  p99 {lat99:7.2f}   "
-          f"(p99 - inference p99 = {lat99 - inf99:.2f} ms, target <= 5)")
+    print(
+        f"  capture->subscriber p50 {lat50:7.2f}  p99 {lat99:7.2f}   "
+        f"(p99 - inference p99 = {lat99 - inf99:.2f} ms, target <= 5)"
+    )
 
 
 def drain(classifier: Classifier, video: Path, broker: Mosquitto, work: Path, outage: int) -> None:
@@ -228,8 +238,10 @@ def drain(classifier: Classifier, video: Path, broker: Mosquitto, work: Path, ou
     finally:
         session.stop()
     state = "drained" if drained else "NOT drained"
-    print(f"  outbox after a {queued}-result outage: {state} in {elapsed:.2f} s from reconnection "
-          f"({queued / elapsed:.0f} results/s)")
+    print(
+        f"  outbox after a {queued}-result outage: {state} in {elapsed:.2f} s from reconnection "
+        f"({queued / elapsed:.0f} results/s)"
+    )
 
 
 def main() -> int:
@@ -237,14 +249,22 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=3000, help="video frames per throughput round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--outage", type=int, default=10_000)
-    parser.add_argument("--model", type=Path, default=None,
-                        help="model to run (default: the bundled digits model, then the MobileNetV2 that "
-                             "bench/classify.py caches in .cache/bench when present)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model to run (default: the bundled digits model, then the MobileNetV2 that "
+        "bench/classify.py caches in .cache/bench when present)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    models = [args.model] if args.model else [ROOT / "models" / "digits_int8.tflite"] + [
-        m for m in [ROOT / ".cache" / "bench" / "mobilenet_v2_224_int8.tflite"] if m.exists()]
+    models = (
+        [args.model]
+        if args.model
+        else [ROOT / "models" / "digits_int8.tflite"]
+        + [m for m in [ROOT / ".cache" / "bench" / "mobilenet_v2_224_int8.tflite"] if m.exists()]
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     broker = Mosquitto(work / "broker").start()
     try:
@@ -252,8 +272,10 @@ def main() -> int:
             classifier = build_classifier(model, None, device="auto", device_id="bench")
             frames = args.frames if model.stat().st_size < 1_000_000 else max(100, args.frames // 10)
             video = make_video(work / f"clip{frames}.avi", frames)
-            print(f"model {model.name} ({classifier.runtime.backend}), {frames} video frames x {args.rounds} "
-                  f"rounds (median), local Mosquitto, {os.cpu_count()} cores")
+            print(
+                f"model {model.name} ({classifier.runtime.backend}), {frames} video frames x {args.rounds} "
+                f"rounds (median), local Mosquitto, {os.cpu_count()} cores"
+            )
             fps = throughput(classifier, video, broker, work / model.stem, args.rounds)
             latency(classifier, broker, work / model.stem, fps=min(100.0, fps / 2), count=500)
         drain(classifier, video, broker, work, args.outage)

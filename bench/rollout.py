@@ -72,8 +72,12 @@ def distribute(url: str, devices: int, concurrency: int, trusted: TrustedKeys, w
         state.load({"name": "digits", "version": "1"})
         verify.append(time.perf_counter() - begin)
     shutil.rmtree(work, ignore_errors=True)
-    return {"wall": wall, "bytes": statistics.mean(sent), "verify_p50": pct(verify, 0.5),
-            "verify_p95": pct(verify, 0.95)}
+    return {
+        "wall": wall,
+        "bytes": statistics.mean(sent),
+        "verify_p50": pct(verify, 0.5),
+        "verify_p95": pct(verify, 0.95),
+    }
 
 
 def command_fanout(broker: Mosquitto, devices: int, key: Any) -> Tuple[float, float]:
@@ -129,26 +133,36 @@ def main() -> None:
             stores = {"local": open_store(str(tmp / "store")), "oci": open_store(registry.store_url("models"))}
             for store in stores.values():
                 push_release(store, manifest, source, key)
-            results = {name: distribute(store.url, args.devices, args.concurrency, trusted, tmp / f"w-{name}")
-                       for name, store in stores.items()}
+            results = {
+                name: distribute(store.url, args.devices, args.concurrency, trusted, tmp / f"w-{name}")
+                for name, store in stores.items()
+            }
             connected, fanout = command_fanout(broker, args.devices, key)
         finally:
             broker.stop()
             registry.stop()
     mb = manifest.total_size / 1e6
-    print(f"release: {mb:.2f} MB in {len(manifest.files)} files; {args.devices} devices, "
-          f"{args.concurrency} downloading at once; loopback, {os.cpu_count()} cores")
-    print(f"{'store':<7}{'all devices (s)':>17}{'per device (ms)':>17}{'MB/s served':>13}"
-          f"{'bytes/device':>14}{'verify p50 (ms)':>17}{'verify p95 (ms)':>17}")
+    print(
+        f"release: {mb:.2f} MB in {len(manifest.files)} files; {args.devices} devices, "
+        f"{args.concurrency} downloading at once; loopback, {os.cpu_count()} cores"
+    )
+    print(
+        f"{'store':<7}{'all devices (s)':>17}{'per device (ms)':>17}{'MB/s served':>13}"
+        f"{'bytes/device':>14}{'verify p50 (ms)':>17}{'verify p95 (ms)':>17}"
+    )
     for name, r in results.items():
         served = r["bytes"] * args.devices / r["wall"] / 1e6
-        print(f"{name:<7}{r['wall']:>17.2f}{r['wall'] / args.devices * 1000:>17.1f}{served:>13.1f}"
-              f"{r['bytes']:>14.0f}{r['verify_p50'] * 1000:>17.1f}{r['verify_p95'] * 1000:>17.1f}")
+        print(
+            f"{name:<7}{r['wall']:>17.2f}{r['wall'] / args.devices * 1000:>17.1f}{served:>13.1f}"
+            f"{r['bytes']:>14.0f}{r['verify_p50'] * 1000:>17.1f}{r['verify_p95'] * 1000:>17.1f}"
+        )
     ratio = results["oci"]["wall"] / results["local"]["wall"]
     print(f"oci / local wall time: {ratio:.2f}x")
-    print(f"mqtt: {args.devices} device clients connected+subscribed in {connected:.2f} s; "
-          f"{args.devices} signed commands delivered in {fanout:.2f} s "
-          f"({args.devices / fanout:.0f} commands/s)")
+    print(
+        f"mqtt: {args.devices} device clients connected+subscribed in {connected:.2f} s; "
+        f"{args.devices} signed commands delivered in {fanout:.2f} s "
+        f"({args.devices / fanout:.0f} commands/s)"
+    )
 
 
 if __name__ == "__main__":

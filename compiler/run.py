@@ -26,7 +26,6 @@ from release_contract.report import CompileReport as CompileReportFile
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class CompileOutcome:
     """The result of :func:`compile_models`."""
@@ -171,10 +170,18 @@ def _write_report(
     """Write one model's JSON report (:class:`release_contract.report.CompileReport`) beside it."""
     out = Path(model.output_model)
     report = CompileReportFile(
-        compiler_version=result.compiler_version, output_sha256=sha256_file(out), output_size=out.stat().st_size,
-        output_path=str(out), inputs=[{"path": str(p), "sha256": d} for p, d in zip(inputs, digests)],
-        model=asdict(model), compile_ms=result.compile_ms, backend=backend, compiler_args=list(args),
-        cache_key=key, cached=cached, min_runtime_version=min_runtime_version,
+        compiler_version=result.compiler_version,
+        output_sha256=sha256_file(out),
+        output_size=out.stat().st_size,
+        output_path=str(out),
+        inputs=[{"path": str(p), "sha256": d} for p, d in zip(inputs, digests)],
+        model=asdict(model),
+        compile_ms=result.compile_ms,
+        backend=backend,
+        compiler_args=list(args),
+        cache_key=key,
+        cached=cached,
+        min_runtime_version=min_runtime_version,
     )
     target.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return target

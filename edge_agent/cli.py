@@ -67,35 +67,88 @@ def _print_jsonl(result: Any) -> None:
 
 
 @main.command()
-@click.option("--model", "-m", type=click.Path(path_type=Path), default=DEFAULT_MODEL, show_default="bundled demo",
-              help="A .tflite model: int8 for the CPU or *_edgetpu.tflite for the Edge TPU.")
-@click.option("--labels", "-l", type=click.Path(path_type=Path), default=None,
-              help="Labels file ('label' or 'id label' per line). Default: the demo labels for the demo model.")
-@click.option("--input", "-i", "input_spec", default=str(DEFAULT_INPUT), show_default="bundled sample images",
-              help="Image, directory, glob, video file, cam / cam:N / /dev/videoN, or rtsp:// / http(s):// URL.")
+@click.option(
+    "--model",
+    "-m",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_MODEL,
+    show_default="bundled demo",
+    help="A .tflite model: int8 for the CPU or *_edgetpu.tflite for the Edge TPU.",
+)
+@click.option(
+    "--labels",
+    "-l",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labels file ('label' or 'id label' per line). Default: the demo labels for the demo model.",
+)
+@click.option(
+    "--input",
+    "-i",
+    "input_spec",
+    default=str(DEFAULT_INPUT),
+    show_default="bundled sample images",
+    help="Image, directory, glob, video file, cam / cam:N / /dev/videoN, or rtsp:// / http(s):// URL.",
+)
 @click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=3, show_default=True)
-@click.option("--threshold", "-t", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
-              help="Leave out classes scoring below this.")
+@click.option(
+    "--threshold",
+    "-t",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Leave out classes scoring below this.",
+)
 @click.option("--count", "-n", type=click.IntRange(1), default=None, help="Stop after N frames.")
 @click.option("--fps", type=click.FloatRange(0.0, min_open=True), default=None, help="Cap the frame rate.")
-@click.option("--output", "-o", type=click.Choice(["text", "jsonl", "none"]), default="text", show_default=True,
-              help="What to print on stdout; jsonl has the same fields as the MQTT payload.")
-@click.option("--device", "-d", default="auto", show_default=True,
-              help="auto, cpu, usb, usb:N, pci, pci:N or :N. A TPU asked for by name never falls back to the CPU.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto",
-              show_default=True, help="Interpreter package.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "jsonl", "none"]),
+    default="text",
+    show_default=True,
+    help="What to print on stdout; jsonl has the same fields as the MQTT payload.",
+)
+@click.option(
+    "--device",
+    "-d",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, usb, usb:N, pci, pci:N or :N. A TPU asked for by name never falls back to the CPU.",
+)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True, help="Interpreter package.")
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="CPU interpreter threads.")
 @click.option("--mean", type=float, default=None, help="Pixel mean the model expects (with --std).")
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio when resizing (pad with black).")
-@click.option("--max-pixels", type=click.IntRange(1), default=50_000_000, show_default=True,
-              help="Refuse images larger than this (decompression bombs).")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=50_000_000,
+    show_default=True,
+    help="Refuse images larger than this (decompression bombs).",
+)
 @click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
 @publish_options
-def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, threshold: float,
-             count: Optional[int], fps: Optional[float], output: str, device: str, runtime: str, threads: int,
-             mean: Optional[float], std: Optional[float], keep_aspect: bool, max_pixels: int,
-             device_id: Optional[str], publish: Dict[str, Any]) -> None:
+def classify(
+    model: Path,
+    labels: Optional[Path],
+    input_spec: str,
+    top_k: int,
+    threshold: float,
+    count: Optional[int],
+    fps: Optional[float],
+    output: str,
+    device: str,
+    runtime: str,
+    threads: int,
+    mean: Optional[float],
+    std: Optional[float],
+    keep_aspect: bool,
+    max_pixels: int,
+    device_id: Optional[str],
+    publish: Dict[str, Any],
+) -> None:
     """Classify an image, a folder, a video, a camera or a stream.
 
     \b
@@ -110,10 +163,23 @@ def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, t
     """
     from edge_agent.service import run_pipeline
 
-    flags = {**publish, "model": model, "labels": labels, "input": input_spec, "top_k": top_k,
-             "threshold": threshold, "max_fps": fps, "device": device, "runtime": runtime, "threads": threads,
-             "mean": mean, "std": std, "keep_aspect": keep_aspect or None, "max_pixels": max_pixels,
-             "device_id": device_id}
+    flags = {
+        **publish,
+        "model": model,
+        "labels": labels,
+        "input": input_spec,
+        "top_k": top_k,
+        "threshold": threshold,
+        "max_fps": fps,
+        "device": device,
+        "runtime": runtime,
+        "threads": threads,
+        "mean": mean,
+        "std": std,
+        "keep_aspect": keep_aspect or None,
+        "max_pixels": max_pixels,
+        "device_id": device_id,
+    }
     config = load_cli_config(None, flags)
     sinks: List[Callable[[Any], None]] = []
     if output == "text":
@@ -126,8 +192,14 @@ def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, t
 
 
 @main.command()
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="TOML config file (see deploy/config.example.toml) [env EDGE_AGENT_CONFIG].")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML config file (see deploy/config.example.toml) [env EDGE_AGENT_CONFIG].",
+)
 @click.option("--model", "-m", type=click.Path(path_type=Path), default=None, help="Model (default: bundled demo).")
 @click.option("--labels", "-l", type=click.Path(path_type=Path), default=None, help="Labels file.")
 @click.option("--input", "-i", "input_spec", default=None, help="Image, directory, video, cam:N or rtsp:// URL.")
@@ -139,9 +211,20 @@ def classify(model: Path, labels: Optional[Path], input_spec: str, top_k: int, t
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, default=None, help="Keep the aspect ratio when resizing (pad).")
 @publish_options
-def run(config_path: Optional[Path], model: Optional[Path], labels: Optional[Path], input_spec: Optional[str],
-        device_id: Optional[str], device: Optional[str], top_k: Optional[int], max_fps: Optional[float],
-        mean: Optional[float], std: Optional[float], keep_aspect: Optional[bool], publish: Dict[str, Any]) -> None:
+def run(
+    config_path: Optional[Path],
+    model: Optional[Path],
+    labels: Optional[Path],
+    input_spec: Optional[str],
+    device_id: Optional[str],
+    device: Optional[str],
+    top_k: Optional[int],
+    max_fps: Optional[float],
+    mean: Optional[float],
+    std: Optional[float],
+    keep_aspect: Optional[bool],
+    publish: Dict[str, Any],
+) -> None:
     """Run as a service: classify and publish to MQTT until SIGTERM.
 
     Settings come from the config file, then EDGE_AGENT_* variables, then these flags.
@@ -155,9 +238,19 @@ def run(config_path: Optional[Path], model: Optional[Path], labels: Optional[Pat
     """
     from edge_agent.service import run_agent
 
-    flags = {**publish, "model": model, "labels": labels, "input": input_spec, "device_id": device_id,
-             "device": device, "top_k": top_k, "max_fps": max_fps, "mean": mean, "std": std,
-             "keep_aspect": keep_aspect}
+    flags = {
+        **publish,
+        "model": model,
+        "labels": labels,
+        "input": input_spec,
+        "device_id": device_id,
+        "device": device,
+        "top_k": top_k,
+        "max_fps": max_fps,
+        "mean": mean,
+        "std": std,
+        "keep_aspect": keep_aspect,
+    }
     run_agent(load_cli_config(config_path, flags))
 
 

@@ -46,8 +46,9 @@ _DEVICE_RE = re.compile(r"auto|cpu|usb(:\d+)?|pci(:\d+)?|:\d+")
 def validate_device(device: str) -> str:
     """Return ``device`` if it is one of auto, cpu, usb, usb:N, pci, pci:N, :N; raise ConfigError otherwise."""
     if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
-        raise ConfigError(f"invalid --device {device!r} (device in a config): "
-                          "use auto, cpu, usb, usb:N, pci, pci:N or :N")
+        raise ConfigError(
+            f"invalid --device {device!r} (device in a config): use auto, cpu, usb, usb:N, pci, pci:N or :N"
+        )
     return device
 
 
@@ -96,8 +97,9 @@ class MqttConfig:
             raise ConfigError(f"mqtt.keepalive must be 0..65535 seconds, got {self.keepalive}")
         prefix = self.topic_prefix
         if not prefix or any(c in prefix for c in "+#") or prefix.endswith("/"):
-            raise ConfigError(f"mqtt.topic_prefix must be a topic without + # or a trailing /, got "
-                              f"{self.topic_prefix!r}")
+            raise ConfigError(
+                f"mqtt.topic_prefix must be a topic without + # or a trailing /, got {self.topic_prefix!r}"
+            )
         if self.stats_interval < 0:
             raise ConfigError(f"mqtt.stats_interval must be >= 0 seconds, got {self.stats_interval}")
         if self.max_payload_bytes < 1:
@@ -144,8 +146,9 @@ class UpdatesConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
         if self.enabled and self.trust is None:
-            raise ConfigError("updates.trust is required when updates are enabled: the signing.pub "
-                              "whose releases this device accepts")
+            raise ConfigError(
+                "updates.trust is required when updates are enabled: the signing.pub whose releases this device accepts"
+            )
         if self.enabled and self.trust is not None and not self.trust.exists():
             raise ConfigError(f"updates.trust: {self.trust} does not exist")
         if not _FLEET_RE.match(self.fleet):
@@ -155,8 +158,7 @@ class UpdatesConfig:
         if self.validation_timeout <= 0 or self.download_timeout <= 0:
             raise ConfigError("updates.validation_timeout and updates.download_timeout must be positive")
         if self.validation_memory_mb < 64:
-            raise ConfigError(f"updates.validation_memory_mb must be at least 64, got "
-                              f"{self.validation_memory_mb}")
+            raise ConfigError(f"updates.validation_memory_mb must be at least 64, got {self.validation_memory_mb}")
 
 
 @dataclass
@@ -199,8 +201,11 @@ class Config:
             raise ConfigError(f"max_fps must be a number >= 0, got {self.max_fps}")
         if (self.mean is None) != (self.std is None):
             raise ConfigError("give both --mean and --std (mean and std in the config), or neither")
-        if self.mean is not None and self.std is not None and not (
-                math.isfinite(self.mean) and math.isfinite(self.std) and self.std != 0):
+        if (
+            self.mean is not None
+            and self.std is not None
+            and not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std != 0)
+        ):
             raise ConfigError(f"mean and std must be finite numbers and std not 0, got {self.mean}, {self.std}")
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
@@ -285,10 +290,10 @@ def _from_environ(environ: Mapping[str, str]) -> Dict[str, Any]:
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         for section, cls in _SECTIONS.items():
             if name.startswith(section + "_"):
-                sub = name[len(section) + 1:]
+                sub = name[len(section) + 1 :]
                 if sub in {f.name for f in dataclasses.fields(cls)}:
                     out.setdefault(section, {})[sub] = value
                     break

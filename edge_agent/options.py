@@ -22,46 +22,106 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # flag parameter name -> (section or "", config field)
 _PUBLISH_FIELDS = {
-    "mqtt_url": ("mqtt", "url"), "topic_prefix": ("mqtt", "topic_prefix"), "qos": ("mqtt", "qos"),
-    "mqtt_user": ("mqtt", "username"), "mqtt_password": ("mqtt", "password"), "mqtt_ca": ("mqtt", "ca_file"),
-    "mqtt_cert": ("mqtt", "cert_file"), "mqtt_key": ("mqtt", "key_file"), "mqtt_protocol": ("mqtt", "protocol"),
-    "mqtt_keepalive": ("mqtt", "keepalive"), "only_on_change": ("mqtt", "only_on_change"),
-    "ha_discovery": ("mqtt", "ha_discovery"), "stats_interval": ("mqtt", "stats_interval"),
-    "outbox_max": ("outbox", "max_messages"), "state_dir": ("", "state_dir"),
+    "mqtt_url": ("mqtt", "url"),
+    "topic_prefix": ("mqtt", "topic_prefix"),
+    "qos": ("mqtt", "qos"),
+    "mqtt_user": ("mqtt", "username"),
+    "mqtt_password": ("mqtt", "password"),
+    "mqtt_ca": ("mqtt", "ca_file"),
+    "mqtt_cert": ("mqtt", "cert_file"),
+    "mqtt_key": ("mqtt", "key_file"),
+    "mqtt_protocol": ("mqtt", "protocol"),
+    "mqtt_keepalive": ("mqtt", "keepalive"),
+    "only_on_change": ("mqtt", "only_on_change"),
+    "ha_discovery": ("mqtt", "ha_discovery"),
+    "stats_interval": ("mqtt", "stats_interval"),
+    "outbox_max": ("outbox", "max_messages"),
+    "state_dir": ("", "state_dir"),
 }
 
 _PUBLISH_OPTIONS = [
-    click.option("--mqtt", "mqtt_url", metavar="URL", default=None,
-                 help="Publish results to this broker, e.g. mqtt://localhost:1883 or mqtts://broker:8883 "
-                      "[env EDGE_AGENT_MQTT_URL]."),
-    click.option("--topic-prefix", default=None, metavar="PREFIX",
-                 help="Topic prefix: results go to PREFIX/<device-id>/classification (default edgetpu)."),
+    click.option(
+        "--mqtt",
+        "mqtt_url",
+        metavar="URL",
+        default=None,
+        help="Publish results to this broker, e.g. mqtt://localhost:1883 or mqtts://broker:8883 "
+        "[env EDGE_AGENT_MQTT_URL].",
+    ),
+    click.option(
+        "--topic-prefix",
+        default=None,
+        metavar="PREFIX",
+        help="Topic prefix: results go to PREFIX/<device-id>/classification (default edgetpu).",
+    ),
     click.option("--qos", type=click.IntRange(0, 2), default=None, help="MQTT QoS for results (default 1)."),
     click.option("--mqtt-user", default=None, help="Broker user name [env EDGE_AGENT_MQTT_USERNAME]."),
-    click.option("--mqtt-password", default=None,
-                 help="Broker password; prefer the environment: EDGE_AGENT_MQTT_PASSWORD (not visible in ps)."),
-    click.option("--mqtt-ca", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                 help="CA certificate (PEM) to verify an mqtts:// broker; default: the system's CAs."),
-    click.option("--mqtt-cert", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                 help="Client certificate (PEM) for brokers that require one (with --mqtt-key)."),
-    click.option("--mqtt-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                 help="Private key (PEM) of --mqtt-cert."),
-    click.option("--mqtt-protocol", type=click.Choice(["3.1.1", "5"]), default=None,
-                 help="MQTT protocol version (default 3.1.1)."),
-    click.option("--mqtt-keepalive", type=click.IntRange(0, 65535), default=None, metavar="SECONDS",
-                 help="Keepalive interval (default 60); the broker sends 'offline' after 1.5x this silence."),
-    click.option("--only-on-change", is_flag=True, default=None,
-                 help="Publish a result only when the top-1 label changes."),
-    click.option("--ha-discovery", is_flag=True, default=None,
-                 help="Announce the device and its sensors to Home Assistant (MQTT discovery)."),
-    click.option("--stats-interval", type=click.FloatRange(0), default=None, metavar="SECONDS",
-                 help="Seconds between stats messages on <prefix>/<device-id>/stats (default 30; 0 = none)."),
-    click.option("--outbox-max", type=click.IntRange(1), default=None, metavar="N",
-                 help="Results kept while the broker is unreachable; the oldest are dropped past N "
-                      "(default 100000)."),
-    click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-                 help="Where the outbox lives (default /var/lib/edge-agent as root, else "
-                      "~/.local/state/edge-agent) [env EDGE_AGENT_STATE_DIR]."),
+    click.option(
+        "--mqtt-password",
+        default=None,
+        help="Broker password; prefer the environment: EDGE_AGENT_MQTT_PASSWORD (not visible in ps).",
+    ),
+    click.option(
+        "--mqtt-ca",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="CA certificate (PEM) to verify an mqtts:// broker; default: the system's CAs.",
+    ),
+    click.option(
+        "--mqtt-cert",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Client certificate (PEM) for brokers that require one (with --mqtt-key).",
+    ),
+    click.option(
+        "--mqtt-key",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Private key (PEM) of --mqtt-cert.",
+    ),
+    click.option(
+        "--mqtt-protocol",
+        type=click.Choice(["3.1.1", "5"]),
+        default=None,
+        help="MQTT protocol version (default 3.1.1).",
+    ),
+    click.option(
+        "--mqtt-keepalive",
+        type=click.IntRange(0, 65535),
+        default=None,
+        metavar="SECONDS",
+        help="Keepalive interval (default 60); the broker sends 'offline' after 1.5x this silence.",
+    ),
+    click.option(
+        "--only-on-change", is_flag=True, default=None, help="Publish a result only when the top-1 label changes."
+    ),
+    click.option(
+        "--ha-discovery",
+        is_flag=True,
+        default=None,
+        help="Announce the device and its sensors to Home Assistant (MQTT discovery).",
+    ),
+    click.option(
+        "--stats-interval",
+        type=click.FloatRange(0),
+        default=None,
+        metavar="SECONDS",
+        help="Seconds between stats messages on <prefix>/<device-id>/stats (default 30; 0 = none).",
+    ),
+    click.option(
+        "--outbox-max",
+        type=click.IntRange(1),
+        default=None,
+        metavar="N",
+        help="Results kept while the broker is unreachable; the oldest are dropped past N (default 100000).",
+    ),
+    click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Where the outbox lives (default /var/lib/edge-agent as root, else "
+        "~/.local/state/edge-agent) [env EDGE_AGENT_STATE_DIR].",
+    ),
 ]
 
 
@@ -85,8 +145,9 @@ def publish_options(fn: F) -> F:
     return decorated
 
 
-def load_cli_config(config_path: Optional[Path], flags: Mapping[str, Any],
-                    environ: Optional[Mapping[str, str]] = None) -> Config:
+def load_cli_config(
+    config_path: Optional[Path], flags: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None
+) -> Config:
     """The Config for a command: ``config_path`` (or ``$EDGE_AGENT_CONFIG``), then the
     environment, then ``flags``. Raises ConfigError naming the bad field."""
     return load_config(config_path, os.environ if environ is None else environ, flags)

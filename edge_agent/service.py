@@ -63,9 +63,15 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-def open_classifier(config: Config, model: Optional[Path] = None, labels: Optional[Path] = None, *,
-                    name: Optional[str] = None, version: str = "local",
-                    norm: Optional[Normalization] = None) -> Classifier:
+def open_classifier(
+    config: Config,
+    model: Optional[Path] = None,
+    labels: Optional[Path] = None,
+    *,
+    name: Optional[str] = None,
+    version: str = "local",
+    norm: Optional[Normalization] = None,
+) -> Classifier:
     """The classifier ``config`` describes (model, labels, device, runtime, threads, normalization,
     top-k, threshold); ``model``/``labels``/``norm`` replace the configured ones (a release's).
 
@@ -73,10 +79,19 @@ def open_classifier(config: Config, model: Optional[Path] = None, labels: Option
     Raises ModelError, DelegateError or ConfigError.
     """
     return build_classifier(
-        model or config.model or demo_model(), labels if model else config.labels, device=config.device,
-        runtime=config.runtime, threads=config.threads, norm=norm or Normalization(config.mean, config.std),
-        keep_aspect=config.keep_aspect, k=config.top_k, threshold=config.threshold, device_id=config.device_id,
-        name=name, version=version)
+        model or config.model or demo_model(),
+        labels if model else config.labels,
+        device=config.device,
+        runtime=config.runtime,
+        threads=config.threads,
+        norm=norm or Normalization(config.mean, config.std),
+        keep_aspect=config.keep_aspect,
+        k=config.top_k,
+        threshold=config.threshold,
+        device_id=config.device_id,
+        name=name,
+        version=version,
+    )
 
 
 def release_opener(config: Config) -> Callable[[ActiveRelease], Classifier]:
@@ -85,8 +100,14 @@ def release_opener(config: Config) -> Callable[[ActiveRelease], Classifier]:
 
     def open_release(release: ActiveRelease) -> Classifier:
         mean, std = release.manifest.normalization
-        return open_classifier(config, release.edgetpu_model or release.cpu_model, release.labels,
-                               name=release.name, version=release.version, norm=Normalization(mean, std))
+        return open_classifier(
+            config,
+            release.edgetpu_model or release.cpu_model,
+            release.labels,
+            name=release.name,
+            version=release.version,
+            norm=Normalization(mean, std),
+        )
 
     return open_release
 
@@ -107,9 +128,16 @@ def _start_updates(config: Config, session: Optional[PublishingSession], classif
     return AgentUpdates(config, session, classifier, release_opener(config)).start()
 
 
-def run_service(config: Config, frame_loop: FrameLoopFn, *, model_info: Optional[Dict[str, Any]] = None,
-                extra_sinks: Sequence[Sink] = (), flush_timeout: float = 10.0,
-                stop: Optional[threading.Event] = None, classifier: Optional[Classifier] = None) -> None:
+def run_service(
+    config: Config,
+    frame_loop: FrameLoopFn,
+    *,
+    model_info: Optional[Dict[str, Any]] = None,
+    extra_sinks: Sequence[Sink] = (),
+    flush_timeout: float = 10.0,
+    stop: Optional[threading.Event] = None,
+    classifier: Optional[Classifier] = None,
+) -> None:
     """Run ``frame_loop`` publishing to MQTT (when ``config.mqtt.url`` is set) until it ends or
     SIGTERM/SIGINT arrives, then stop cleanly. With ``config.updates.enabled``, model updates over
     MQTT (edge_agent.updating) start once publishing is up and swap models in ``classifier`` (the
@@ -140,8 +168,14 @@ def run_service(config: Config, frame_loop: FrameLoopFn, *, model_info: Optional
     log.info("stopped")
 
 
-def run_pipeline(config: Config, *, sinks: Sequence[Sink] = (), count: Optional[int] = None,
-                 stop: Optional[threading.Event] = None, flush_timeout: float = 10.0) -> LoopStats:
+def run_pipeline(
+    config: Config,
+    *,
+    sinks: Sequence[Sink] = (),
+    count: Optional[int] = None,
+    stop: Optional[threading.Event] = None,
+    flush_timeout: float = 10.0,
+) -> LoopStats:
     """Classify ``config.input`` with ``config.model`` and hand every result to ``sinks`` and, when
     ``config.mqtt.url`` is set, to MQTT; until the input ends, ``count`` results, or SIGTERM/SIGINT.
 
@@ -154,22 +188,23 @@ def run_pipeline(config: Config, *, sinks: Sequence[Sink] = (), count: Optional[
     holder: List[LoopStats] = []
 
     def frame_loop(all_sinks: Sequence[Sink], stop_event: threading.Event) -> None:
-        loop = FrameLoop(classifier, source, [*all_sinks, *sinks], count=count, fps=config.max_fps or None,
-                         stop=stop_event)
+        loop = FrameLoop(
+            classifier, source, [*all_sinks, *sinks], count=count, fps=config.max_fps or None, stop=stop_event
+        )
         for sink in all_sinks:
             if isinstance(sink, Stats):  # live sources drop frames when inference falls behind
                 sink.count_dropped_frames_with(lambda: loop.stats.dropped)
         holder.append(loop.run())
 
     try:
-        run_service(config, frame_loop, model_info=announcement, stop=stop, classifier=classifier,
-                    flush_timeout=flush_timeout)
+        run_service(
+            config, frame_loop, model_info=announcement, stop=stop, classifier=classifier, flush_timeout=flush_timeout
+        )
     finally:
         if not holder:
             source.close()
     stats = holder[0]
-    log.info("%d frames, %.1f frames/s, %d dropped, %d skipped", stats.frames, stats.fps, stats.dropped,
-             stats.skipped)
+    log.info("%d frames, %.1f frames/s, %d dropped, %d skipped", stats.frames, stats.fps, stats.dropped, stats.skipped)
     return stats
 
 

@@ -27,8 +27,12 @@ from release_contract.signing import sign_manifest
 log = logging.getLogger(__name__)
 
 #: File names inside a release, by role.
-FILE_NAMES = {"edgetpu_model": "model_edgetpu.tflite", "cpu_model": "model.tflite",
-              "labels": "labels.txt", "golden": "golden.bin"}
+FILE_NAMES = {
+    "edgetpu_model": "model_edgetpu.tflite",
+    "cpu_model": "model.tflite",
+    "labels": "labels.txt",
+    "golden": "golden.bin",
+}
 
 
 @dataclass
@@ -39,8 +43,13 @@ class ReleaseFiles:
     report: Optional[CompileReport]
 
 
-def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels: Optional[Path] = None,
-                       edgetpu_model: Optional[Path] = None, golden: Optional[Path] = None) -> ReleaseFiles:
+def find_release_files(
+    model_dir: Path,
+    cpu_model: Optional[Path] = None,
+    labels: Optional[Path] = None,
+    edgetpu_model: Optional[Path] = None,
+    golden: Optional[Path] = None,
+) -> ReleaseFiles:
     """Pick the release's files out of a compiler output folder; explicit paths win.
 
     ``*_edgetpu.tflite`` is the compiled model, the other ``.tflite`` the CPU fallback,
@@ -67,8 +76,9 @@ def find_release_files(model_dir: Path, cpu_model: Optional[Path] = None, labels
     elif not plain and source is not None:
         files["cpu_model"] = source  # the int8 model the compiler was given
     else:
-        raise ManifestError(f"{model_dir} needs exactly one CPU (non _edgetpu) .tflite model, found "
-                            f"{len(plain)}: pass --cpu-model")
+        raise ManifestError(
+            f"{model_dir} needs exactly one CPU (non _edgetpu) .tflite model, found {len(plain)}: pass --cpu-model"
+        )
     texts = [p for p in sorted(model_dir.glob("*.txt"))]
     if labels:
         files["labels"] = Path(labels)
@@ -125,10 +135,19 @@ def read_input(model: Path) -> Tuple[List[int], str]:
     return [int(d) for d in details["shape"]], str(getattr(details["dtype"], "__name__", details["dtype"]))
 
 
-def build_manifest(name: str, version: str, source: ReleaseFiles, *, input_shape: Optional[List[int]] = None,
-                   mean: Optional[float] = None, std: Optional[float] = None, min_runtime: Optional[int] = None,
-                   expires_days: float = 365.0, golden_top1: Optional[int] = None,
-                   now: Optional[datetime] = None) -> Manifest:
+def build_manifest(
+    name: str,
+    version: str,
+    source: ReleaseFiles,
+    *,
+    input_shape: Optional[List[int]] = None,
+    mean: Optional[float] = None,
+    std: Optional[float] = None,
+    min_runtime: Optional[int] = None,
+    expires_days: float = 365.0,
+    golden_top1: Optional[int] = None,
+    now: Optional[datetime] = None,
+) -> Manifest:
     """The manifest of a release made of ``source``; lineage comes from the compile report.
 
     ``mean``/``std`` of None (the default) mean the model's input quantization already covers
@@ -147,12 +166,17 @@ def build_manifest(name: str, version: str, source: ReleaseFiles, *, input_shape
             min_runtime = DEFAULT_MIN_RUNTIME
     lineage = (report.source_sha256 if report else "") or file_entry("cpu_model", source.files["cpu_model"]).sha256
     return Manifest(
-        name=check_name(name), version=check_version(version),
+        name=check_name(name),
+        version=check_version(version),
         files={role: file_entry(role, path) for role, path in source.files.items()},
         input={"shape": shape, "dtype": dtype, "mean": mean, "std": std},
-        created_at=format_time(created), expires_at=format_time(created + timedelta(days=expires_days)),
-        min_runtime=min_runtime, compiler_version=report.compiler_version if report else "",
-        source_sha256=str(lineage), compile_report=report.to_dict() if report else {}, golden_top1=golden_top1,
+        created_at=format_time(created),
+        expires_at=format_time(created + timedelta(days=expires_days)),
+        min_runtime=min_runtime,
+        compiler_version=report.compiler_version if report else "",
+        source_sha256=str(lineage),
+        compile_report=report.to_dict() if report else {},
+        golden_top1=golden_top1,
     )
 
 
@@ -166,10 +190,12 @@ def push_release(store: Store, manifest: Manifest, source: ReleaseFiles, key: Ed
     except RegistryError:
         existing = []
     if manifest.version in existing:
-        raise AlreadyExists(f"{manifest.ref} already exists in the store: versions are immutable, push a "
-                            "higher version")
+        raise AlreadyExists(
+            f"{manifest.ref} already exists in the store: versions are immutable, push a higher version"
+        )
     envelope = sign_manifest(manifest, key)
-    store.push(envelope, {FILE_NAMES[role]: path for role, path in source.files.items()},
-               manifest.name, manifest.version)
+    store.push(
+        envelope, {FILE_NAMES[role]: path for role, path in source.files.items()}, manifest.name, manifest.version
+    )
     log.info("pushed %s (%d bytes) to %s", manifest.ref, manifest.total_size, store.url)
     return envelope

@@ -36,10 +36,19 @@ from release_contract.topics import BrokerUrlError, device_topic, fleet_topic, p
 log = logging.getLogger(__name__)
 
 #: Progress categories shown to the operator, from device states.
-VIEW = {"received": "downloading", "downloading": "downloading", "verifying": "verifying",
-        "validating": "verifying", "activating": "verifying", "health_check": "verifying",
-        "active": "active", "rejected": "failed", "failed": "failed", "timed_out": "failed",
-        "rolled_back": "rolled_back"}
+VIEW = {
+    "received": "downloading",
+    "downloading": "downloading",
+    "verifying": "verifying",
+    "validating": "verifying",
+    "activating": "verifying",
+    "health_check": "verifying",
+    "active": "active",
+    "rejected": "failed",
+    "failed": "failed",
+    "timed_out": "failed",
+    "rolled_back": "rolled_back",
+}
 CATEGORIES = ("pending", "downloading", "verifying", "active", "failed", "rolled_back")
 FAILED = ("rejected", "failed", "rolled_back", "timed_out")
 
@@ -88,7 +97,7 @@ def plan_waves(devices: List[str], canary_pct: float, wave_size: int) -> List[Li
     canary = min(len(devices), max(1, math.ceil(len(devices) * canary_pct / 100))) if canary_pct > 0 else 0
     waves = [devices[:canary]] if canary else []
     rest = devices[canary:]
-    waves += [rest[i:i + wave_size] for i in range(0, len(rest), wave_size)]
+    waves += [rest[i : i + wave_size] for i in range(0, len(rest), wave_size)]
     return waves
 
 
@@ -128,8 +137,14 @@ class Controller:
     ``on_change(state)`` is called after every status change (for a progress view).
     """
 
-    def __init__(self, broker: str, key: Ed25519PrivateKey, state_dir: Path,
-                 on_change: Optional[Callable[[RolloutState], None]] = None, client_id: str = "") -> None:
+    def __init__(
+        self,
+        broker: str,
+        key: Ed25519PrivateKey,
+        state_dir: Path,
+        on_change: Optional[Callable[[RolloutState], None]] = None,
+        client_id: str = "",
+    ) -> None:
         self.broker = broker
         self.key = key
         self.state_dir = Path(state_dir)
@@ -204,7 +219,7 @@ class Controller:
                 msg = parse_model(payload)
             except ProtocolError:
                 continue
-            device = topic[len(prefix) + 1:-len("/model")]
+            device = topic[len(prefix) + 1 : -len("/model")]
             if topic.startswith(f"{prefix}/") and device and "/" not in device:
                 found[device] = msg["fleet"]
         self._client.unsubscribe(f"{prefix}/+/model")
@@ -230,16 +245,17 @@ class Controller:
             for device in wave:  # silent devices count as failed
                 if self._state_of(state, device) not in ("active", *FAILED):
                     reason = f"no final status within {state.wave_timeout:g} s"
-                    state.devices_state[device] = {"state": "timed_out", "reason": reason,
-                                                   "time": time.time()}
+                    state.devices_state[device] = {"state": "timed_out", "reason": reason, "time": time.time()}
             state.wave += 1
             self._save(state)
             if self._over(state):
                 break
         if state.status == "running" and self._over(state):
             state.status = "aborting"
-            state.reason = (f"{len(state.failures())} of {len(state.sent)} devices failed, above the "
-                            f"{state.abort_above_pct:g}% threshold")
+            state.reason = (
+                f"{len(state.failures())} of {len(state.sent)} devices failed, above the "
+                f"{state.abort_above_pct:g}% threshold"
+            )
             self._save(state)
         if state.status == "aborting":
             self._abort(state, poll)
@@ -264,8 +280,14 @@ class Controller:
         self._save(state)
 
     def _command(self, state: RolloutState, action: str) -> bytes:
-        return Command(id=state.id, action=action, name=state.name, version=state.version, store=state.store,
-                       issued_at=int(time.time())).sign(self.key)
+        return Command(
+            id=state.id,
+            action=action,
+            name=state.name,
+            version=state.version,
+            store=state.store,
+            issued_at=int(time.time()),
+        ).sign(self.key)
 
     @staticmethod
     def _state_of(state: RolloutState, device: str) -> Optional[str]:
@@ -298,13 +320,16 @@ class Controller:
                 log.debug("ignoring a status on %s: %s", topic, exc)
                 continue
             device = msg["device"]
-            if (msg["rollout"] != state.id or device not in state.devices
-                    or topic != status_topic(state.prefix, device)):
+            if msg["rollout"] != state.id or device not in state.devices or topic != status_topic(state.prefix, device):
                 continue
             if state.status == "aborting" and msg["action"] == "install" and msg["state"] == "active":
                 continue  # a late success does not undo the rollback order
-            state.devices_state[device] = {"state": msg["state"], "reason": msg.get("reason", ""),
-                                           "action": msg["action"], "time": msg.get("time")}
+            state.devices_state[device] = {
+                "state": msg["state"],
+                "reason": msg.get("reason", ""),
+                "action": msg["action"],
+                "time": msg.get("time"),
+            }
             changed = True
         if changed:
             self._save(state)
@@ -315,10 +340,29 @@ class Controller:
             self.on_change(state)
 
 
-def new_rollout(rollout_id: str, name: str, version: str, store: str, prefix: str, fleet: str,
-                devices: List[str], canary_pct: float, wave_size: int, abort_above_pct: float,
-                wave_timeout: float) -> RolloutState:
+def new_rollout(
+    rollout_id: str,
+    name: str,
+    version: str,
+    store: str,
+    prefix: str,
+    fleet: str,
+    devices: List[str],
+    canary_pct: float,
+    wave_size: int,
+    abort_above_pct: float,
+    wave_timeout: float,
+) -> RolloutState:
     """A fresh rollout state with its waves planned."""
-    return RolloutState(id=rollout_id, name=name, version=version, store=store, prefix=prefix, fleet=fleet,
-                        devices=list(devices), waves=plan_waves(list(devices), canary_pct, wave_size),
-                        abort_above_pct=abort_above_pct, wave_timeout=wave_timeout)
+    return RolloutState(
+        id=rollout_id,
+        name=name,
+        version=version,
+        store=store,
+        prefix=prefix,
+        fleet=fleet,
+        devices=list(devices),
+        waves=plan_waves(list(devices), canary_pct, wave_size),
+        abort_above_pct=abort_above_pct,
+        wave_timeout=wave_timeout,
+    )

@@ -53,21 +53,25 @@ class PullResult:
     bytes_downloaded: int
 
 
-def check_manifest(manifest: Manifest, name: str, version: str, runtime_version: Optional[int] = None,
-                   now: Optional[datetime] = None) -> None:
+def check_manifest(
+    manifest: Manifest, name: str, version: str, runtime_version: Optional[int] = None, now: Optional[datetime] = None
+) -> None:
     """Refuse a manifest for another release, an expired one, or one the runtime cannot run."""
     if (manifest.name, manifest.version) != (name, version):
-        raise VerificationError(f"asked for {name}:{version} but the store served the signed manifest of "
-                                f"{manifest.ref}")
+        raise VerificationError(
+            f"asked for {name}:{version} but the store served the signed manifest of {manifest.ref}"
+        )
     if manifest.expired(now or datetime.now(timezone.utc)):
         raise VerificationError(f"{manifest.ref} expired at {manifest.expires_at}")
     if runtime_version is not None and manifest.min_runtime > runtime_version:
-        raise VerificationError(f"{manifest.ref} needs Edge TPU runtime {manifest.min_runtime}, this device "
-                                f"has {runtime_version}")
+        raise VerificationError(
+            f"{manifest.ref} needs Edge TPU runtime {manifest.min_runtime}, this device has {runtime_version}"
+        )
 
 
-def _download_file(source: Source, name: str, version: str, entry: FileEntry, part: Path,
-                   progress: Optional[Progress], attempts: int) -> int:
+def _download_file(
+    source: Source, name: str, version: str, entry: FileEntry, part: Path, progress: Optional[Progress], attempts: int
+) -> int:
     """Fill ``part`` with ``entry``; resume what is there. Returns bytes transferred."""
     transferred = 0
     # a server that drips bytes just fast enough to dodge the read timeout is cut off too
@@ -92,11 +96,13 @@ def _download_file(source: Source, name: str, version: str, entry: FileEntry, pa
                     if not chunk:
                         break
                     if pos + len(chunk) > entry.size:
-                        raise DownloadError(f"{entry.path}: the server sent more than the signed size of "
-                                            f"{entry.size} bytes")
+                        raise DownloadError(
+                            f"{entry.path}: the server sent more than the signed size of {entry.size} bytes"
+                        )
                     if time.monotonic() > deadline:
-                        raise DownloadError(f"{entry.path}: the server is too slow ({pos} of {entry.size} "
-                                            f"bytes after {budget:.0f} s)")
+                        raise DownloadError(
+                            f"{entry.path}: the server is too slow ({pos} of {entry.size} bytes after {budget:.0f} s)"
+                        )
                     out.write(chunk)
                     pos += len(chunk)
                     transferred += len(chunk)
@@ -120,10 +126,19 @@ def _download_file(source: Source, name: str, version: str, entry: FileEntry, pa
     return transferred
 
 
-def pull_release(source: Source, name: str, version: str, trusted: TrustedKeys, target: Path,
-                 work_dir: Path, *, runtime_version: Optional[int] = None,
-                 on_manifest: Optional[Callable[[Manifest], None]] = None,
-                 progress: Optional[Progress] = None, attempts: int = 3) -> PullResult:
+def pull_release(
+    source: Source,
+    name: str,
+    version: str,
+    trusted: TrustedKeys,
+    target: Path,
+    work_dir: Path,
+    *,
+    runtime_version: Optional[int] = None,
+    on_manifest: Optional[Callable[[Manifest], None]] = None,
+    progress: Optional[Progress] = None,
+    attempts: int = 3,
+) -> PullResult:
     """Download ``name:version`` from ``source`` and install it as directory ``target``.
 
     Order: fetch and verify the signed envelope (signature, name/version, expiry,
@@ -184,5 +199,12 @@ def install_verified(envelope: bytes, parts: Dict[str, Path], target: Path) -> N
             shutil.rmtree(staging, ignore_errors=True)
 
 
-__all__ = ["LocalSource", "OciSource", "PullResult", "open_source", "pull_release", "check_manifest",
-           "install_verified"]
+__all__ = [
+    "LocalSource",
+    "OciSource",
+    "PullResult",
+    "open_source",
+    "pull_release",
+    "check_manifest",
+    "install_verified",
+]

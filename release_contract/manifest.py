@@ -38,15 +38,13 @@ _TIME_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 def canonical_json(value: Any) -> bytes:
     """Serialize ``value`` deterministically: sorted keys, no spaces, UTF-8 bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid release name, else raise :class:`ManifestError`."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ManifestError(f"invalid release name {name!r}: use 1-64 of a-z 0-9 . _ - "
-                            "starting with a letter or digit")
+        raise ManifestError(f"invalid release name {name!r}: use 1-64 of a-z 0-9 . _ - starting with a letter or digit")
     return name
 
 
@@ -140,12 +138,17 @@ class Manifest:
     def to_dict(self) -> Dict[str, Any]:
         """The ``signed`` part of the envelope."""
         data: Dict[str, Any] = {
-            "schema": SCHEMA, "name": self.name, "version": self.version,
+            "schema": SCHEMA,
+            "name": self.name,
+            "version": self.version,
             "files": {role: entry.to_dict() for role, entry in sorted(self.files.items())},
-            "input": dict(self.input), "min_runtime": self.min_runtime,
-            "compiler_version": self.compiler_version, "source_sha256": self.source_sha256,
+            "input": dict(self.input),
+            "min_runtime": self.min_runtime,
+            "compiler_version": self.compiler_version,
+            "source_sha256": self.source_sha256,
             "compile_report": dict(self.compile_report),
-            "created_at": self.created_at, "expires_at": self.expires_at,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
         }
         if self.golden_top1 is not None:
             data["golden_top1"] = self.golden_top1
@@ -188,10 +191,16 @@ class Manifest:
         parse_time(created)
         parse_time(expires)
         return cls(
-            name=check_name(data.get("name", "")), version=check_version(data.get("version", "")),
-            files=files, input=dict(inp), created_at=created, expires_at=expires, min_runtime=min_runtime,
+            name=check_name(data.get("name", "")),
+            version=check_version(data.get("version", "")),
+            files=files,
+            input=dict(inp),
+            created_at=created,
+            expires_at=expires,
+            min_runtime=min_runtime,
             compiler_version=str(data.get("compiler_version", "")),
-            source_sha256=str(data.get("source_sha256", "")), compile_report=dict(report),
+            source_sha256=str(data.get("source_sha256", "")),
+            compile_report=dict(report),
             golden_top1=golden,
         )
 
@@ -226,8 +235,11 @@ def check_normalization(mean: Any, std: Any) -> None:
 
 
 def _valid_shape(shape: Any) -> bool:
-    return (isinstance(shape, list) and 0 < len(shape) <= 6
-            and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 16 for d in shape))
+    return (
+        isinstance(shape, list)
+        and 0 < len(shape) <= 6
+        and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 16 for d in shape)
+    )
 
 
 def parse_envelope(raw: bytes) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:

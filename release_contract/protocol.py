@@ -38,8 +38,18 @@ MAX_COMMAND_BYTES = 16 * 1024
 MAX_STATUS_BYTES = 16 * 1024
 ACTIONS = ("install", "rollback")
 #: Device states, in the order an install passes through them; the last four are final.
-STATES = ("received", "downloading", "verifying", "validating", "activating", "health_check",
-          "active", "rejected", "failed", "rolled_back")
+STATES = (
+    "received",
+    "downloading",
+    "verifying",
+    "validating",
+    "activating",
+    "health_check",
+    "active",
+    "rejected",
+    "failed",
+    "rolled_back",
+)
 FINAL_STATES = ("active", "rejected", "failed", "rolled_back")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -57,9 +67,16 @@ class Command:
     allow_downgrade: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"schema": COMMAND_SCHEMA, "id": self.id, "action": self.action, "name": self.name,
-                "version": self.version, "store": self.store, "issued_at": self.issued_at,
-                "allow_downgrade": self.allow_downgrade}
+        return {
+            "schema": COMMAND_SCHEMA,
+            "id": self.id,
+            "action": self.action,
+            "name": self.name,
+            "version": self.version,
+            "store": self.store,
+            "issued_at": self.issued_at,
+            "allow_downgrade": self.allow_downgrade,
+        }
 
     def sign(self, key: Ed25519PrivateKey) -> bytes:
         """The signed JSON payload to publish."""
@@ -67,8 +84,17 @@ class Command:
         return canonical_json({**body, "signatures": [sign_payload(canonical_json(body), key)]})
 
 
-_COMMAND_FIELDS = {"schema": str, "id": str, "action": str, "name": str, "version": str, "store": str,
-                   "issued_at": int, "allow_downgrade": bool, "signatures": list}
+_COMMAND_FIELDS = {
+    "schema": str,
+    "id": str,
+    "action": str,
+    "name": str,
+    "version": str,
+    "store": str,
+    "issued_at": int,
+    "allow_downgrade": bool,
+    "signatures": list,
+}
 
 
 def _load_object(payload: bytes, limit: int, what: str) -> Dict[str, Any]:
@@ -110,20 +136,39 @@ def parse_command(payload: bytes, trusted: Optional[TrustedKeys]) -> Command:
     sigs = data.pop("signatures")
     if trusted is not None:
         trusted.verify(canonical_json(data), sigs)
-    return Command(id=data["id"], action=data["action"], name=data["name"], version=data["version"],
-                   store=data["store"], issued_at=data["issued_at"], allow_downgrade=data["allow_downgrade"])
+    return Command(
+        id=data["id"],
+        action=data["action"],
+        name=data["name"],
+        version=data["version"],
+        store=data["store"],
+        issued_at=data["issued_at"],
+        allow_downgrade=data["allow_downgrade"],
+    )
 
 
-def status_message(device: str, state: str, command: Optional[Command], active: Optional[Dict[str, str]],
-                   reason: str = "", **extra: Any) -> Dict[str, Any]:
+def status_message(
+    device: str,
+    state: str,
+    command: Optional[Command],
+    active: Optional[Dict[str, str]],
+    reason: str = "",
+    **extra: Any,
+) -> Dict[str, Any]:
     """A device status payload (schema ``edgetpu.rollout-status/1``)."""
     if state not in STATES:
         raise ValueError(f"unknown rollout state {state!r}")
     msg: Dict[str, Any] = {
-        "schema": STATUS_SCHEMA, "device": device, "state": state, "reason": reason,
-        "rollout": command.id if command else "", "action": command.action if command else "",
-        "name": command.name if command else "", "version": command.version if command else "",
-        "active": active, "time": round(time.time(), 3),
+        "schema": STATUS_SCHEMA,
+        "device": device,
+        "state": state,
+        "reason": reason,
+        "rollout": command.id if command else "",
+        "action": command.action if command else "",
+        "name": command.name if command else "",
+        "version": command.version if command else "",
+        "active": active,
+        "time": round(time.time(), 3),
     }
     msg.update(extra)
     return msg
@@ -138,18 +183,23 @@ def parse_status(payload: bytes) -> Dict[str, Any]:
         if not isinstance(data.get(key, ""), str):
             raise ProtocolError(f"rollout status field {key!r} must be a string")
     active = data.get("active")
-    if active is not None and not (isinstance(active, dict)
-                                   and all(isinstance(active.get(k), str) for k in ("name", "version"))):
+    if active is not None and not (
+        isinstance(active, dict) and all(isinstance(active.get(k), str) for k in ("name", "version"))
+    ):
         raise ProtocolError("rollout status field 'active' must be null or {name, version}")
     return data
 
 
 def model_message(device: str, fleet: str, active: Optional[Dict[str, str]], **extra: Any) -> Dict[str, Any]:
     """The retained ``<prefix>/<device>/model`` payload: the active release (None = the built-in model)."""
-    msg: Dict[str, Any] = {"schema": MODEL_SCHEMA, "device": device, "fleet": fleet,
-                           "name": active["name"] if active else "",
-                           "version": active["version"] if active else "",
-                           "time": round(time.time(), 3)}
+    msg: Dict[str, Any] = {
+        "schema": MODEL_SCHEMA,
+        "device": device,
+        "fleet": fleet,
+        "name": active["name"] if active else "",
+        "version": active["version"] if active else "",
+        "time": round(time.time(), 3),
+    }
     msg.update(extra)
     return msg
 

@@ -68,11 +68,17 @@ class CompileReport:
     def to_dict(self) -> Dict[str, Any]:
         """The JSON object written to ``<name>_edgetpu.json``."""
         return {
-            "schema_version": SCHEMA_VERSION, "compiler_version": self.compiler_version,
-            "compile_ms": self.compile_ms, "backend": self.backend, "compiler_args": list(self.compiler_args),
-            "cache_key": self.cache_key, "cached": self.cached, "inputs": [dict(i) for i in self.inputs],
+            "schema_version": SCHEMA_VERSION,
+            "compiler_version": self.compiler_version,
+            "compile_ms": self.compile_ms,
+            "backend": self.backend,
+            "compiler_args": list(self.compiler_args),
+            "cache_key": self.cache_key,
+            "cached": self.cached,
+            "inputs": [dict(i) for i in self.inputs],
             "output": {"path": self.output_path, "sha256": self.output_sha256, "size": self.output_size},
-            "model": dict(self.model), "min_runtime_version": self.min_runtime_version,
+            "model": dict(self.model),
+            "min_runtime_version": self.min_runtime_version,
         }
 
     @classmethod
@@ -81,30 +87,43 @@ class CompileReport:
         if not isinstance(data, Mapping):
             raise ManifestError("compile report is not a JSON object")
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise ManifestError(f"unsupported compile report schema_version {data.get('schema_version')!r} "
-                                f"(expected {SCHEMA_VERSION})")
+            raise ManifestError(
+                f"unsupported compile report schema_version {data.get('schema_version')!r} (expected {SCHEMA_VERSION})"
+            )
         output = data.get("output")
-        if not isinstance(output, Mapping) or not isinstance(output.get("sha256"), str) \
-                or not _is_int(output.get("size")):
+        if (
+            not isinstance(output, Mapping)
+            or not isinstance(output.get("sha256"), str)
+            or not _is_int(output.get("size"))
+        ):
             raise ManifestError("compile report has no valid output {path, sha256, size}")
         inputs = data.get("inputs", [])
         if not isinstance(inputs, list) or not all(
-                isinstance(i, Mapping) and isinstance(i.get("path"), str) and isinstance(i.get("sha256"), str)
-                for i in inputs):
+            isinstance(i, Mapping) and isinstance(i.get("path"), str) and isinstance(i.get("sha256"), str)
+            for i in inputs
+        ):
             raise ManifestError("compile report inputs must be a list of {path, sha256}")
         model = data.get("model", {})
         args = data.get("compiler_args", [])
         min_runtime = data.get("min_runtime_version")
-        if not isinstance(model, Mapping) or not isinstance(args, list) \
-                or not (min_runtime is None or _is_int(min_runtime)):
+        if (
+            not isinstance(model, Mapping)
+            or not isinstance(args, list)
+            or not (min_runtime is None or _is_int(min_runtime))
+        ):
             raise ManifestError("compile report has a malformed model, compiler_args or min_runtime_version")
         return cls(
-            compiler_version=str(data.get("compiler_version", "")), output_sha256=output["sha256"],
-            output_size=int(output["size"]), output_path=str(output.get("path", "")),
-            inputs=[{"path": i["path"], "sha256": i["sha256"]} for i in inputs], model=dict(model),
+            compiler_version=str(data.get("compiler_version", "")),
+            output_sha256=output["sha256"],
+            output_size=int(output["size"]),
+            output_path=str(output.get("path", "")),
+            inputs=[{"path": i["path"], "sha256": i["sha256"]} for i in inputs],
+            model=dict(model),
             compile_ms=int(data["compile_ms"]) if _is_int(data.get("compile_ms")) else -1,
-            backend=str(data.get("backend", "")), compiler_args=[str(a) for a in args],
-            cache_key=str(data.get("cache_key", "")), cached=bool(data.get("cached", False)),
+            backend=str(data.get("backend", "")),
+            compiler_args=[str(a) for a in args],
+            cache_key=str(data.get("cache_key", "")),
+            cached=bool(data.get("cached", False)),
             min_runtime_version=min_runtime,
         )
 

@@ -46,10 +46,14 @@ def generate_keypair(out_dir: Path, overwrite: bool = False) -> Tuple[Path, Path
         out_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-        pub_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+            fh.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
+        pub_path.write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
     except OSError as exc:
         raise RegistryError(f"cannot write keys to {out_dir}: {exc.strerror or exc}") from exc
     return priv_path, pub_path
@@ -123,8 +127,9 @@ class TrustedKeys:
             try:
                 key.verify(base64.b64decode(str(sig.get("sig", "")), validate=True), payload)
             except (InvalidSignature, binascii.Error, ValueError) as exc:
-                raise VerificationError("bad signature: the signed content was altered or the signature "
-                                        "is corrupt") from exc
+                raise VerificationError(
+                    "bad signature: the signed content was altered or the signature is corrupt"
+                ) from exc
             return key_id(key)
         raise VerificationError("signed by an untrusted key: none of the signatures is by a pinned key")
 

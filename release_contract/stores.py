@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
 
+
 class Source(Protocol):
     """Where a release's envelope and files are read from."""
 
@@ -162,8 +163,14 @@ class OciSource:
             except (TimeoutError, ValueError) as exc:
                 raise DownloadError(f"bad OCI manifest for {name}:{version}: {exc}") from exc
         layers = manifest.get("layers", []) if isinstance(manifest, dict) else []
-        digest = next((layer.get("digest") for layer in layers if isinstance(layer, dict)
-                       and layer.get("annotations", {}).get(TITLE) == ENVELOPE_NAME), None)
+        digest = next(
+            (
+                layer.get("digest")
+                for layer in layers
+                if isinstance(layer, dict) and layer.get("annotations", {}).get(TITLE) == ENVELOPE_NAME
+            ),
+            None,
+        )
         if not isinstance(digest, str) or not digest.startswith("sha256:"):
             raise NotFound(f"{name}:{version} in {self.url} is not a release (no {ENVELOPE_NAME} layer)")
         with self._request(f"blobs/{digest}", {}, repo) as resp:
@@ -193,5 +200,3 @@ def open_source(url: str, timeout: float = 30.0) -> Union[LocalSource, OciSource
     if kind == "oci":
         return OciSource(location, timeout=timeout)
     return LocalSource(Path(location))
-
-

@@ -110,8 +110,9 @@ def parse_broker_url(url: str) -> BrokerAddress:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise BrokerUrlError(f"{url!r}: unsupported scheme {parts.scheme!r} (use mqtt://host:1883 "
-                             f"or mqtts://host:8883)")
+        raise BrokerUrlError(
+            f"{url!r}: unsupported scheme {parts.scheme!r} (use mqtt://host:1883 or mqtts://host:8883)"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -122,7 +123,9 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise BrokerUrlError(f"{url!r}: unexpected path or query; give only scheme, host and port")
     tls = scheme in ("mqtts", "ssl")
     return BrokerAddress(
-        host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls,
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        tls=tls,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )

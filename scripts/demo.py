@@ -51,8 +51,10 @@ def main() -> int:
     def show(result: Classification) -> None:
         best = result.top_k[0]
         mark = "ok " if best.id == expected_digit(result.source) else "BAD"
-        print(f"{mark} {Path(result.source).name:<16} -> {best.label:<6} score {best.score:.3f}  "
-              f"({result.backend}, inference {result.inference_ms:.2f} ms)")
+        print(
+            f"{mark} {Path(result.source).name:<16} -> {best.label:<6} score {best.score:.3f}  "
+            f"({result.backend}, inference {result.inference_ms:.2f} ms)"
+        )
         results.append(result)
 
     print(f"model  {MODEL.relative_to(ROOT)} ({classifier.runtime.backend}, {classifier.runtime.interpreter_name})")

@@ -37,8 +37,9 @@ def local_broker(port: int) -> Iterator[Optional[str]]:
         return
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
-        raise SystemExit("demo: mosquitto is not installed (make demo installs it as root; "
-                         "or: sudo apt-get install mosquitto)")
+        raise SystemExit(
+            "demo: mosquitto is not installed (make demo installs it as root; or: sudo apt-get install mosquitto)"
+        )
     proc = subprocess.Popen([binary, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -86,8 +87,10 @@ class DemoSubscriber:
                 lines.append(f"  {topic}  {payload.decode(errors='replace')}")
         results_in = [p for t, p in self.messages if t.endswith("/classification")]
         ids = {json.loads(p)["id"] for p in results_in}
-        lines.insert(2 if len(lines) > 2 else len(lines),
-                     f"  {len(results_in)} messages on .../classification ({len(ids)} distinct ids)")
+        lines.insert(
+            2 if len(lines) > 2 else len(lines),
+            f"  {len(results_in)} messages on .../classification ({len(ids)} distinct ids)",
+        )
         if results_in:
             sample = json.dumps(json.loads(results_in[-1]), indent=2)
             lines.append("one of them:\n" + "\n".join("  " + line for line in sample.splitlines()))
@@ -99,8 +102,11 @@ def publishing(port: int, device_id: str, classifier: object) -> Iterator[Tuple[
     """A publishing session to the local broker (its outbox in a temporary directory) and a
     subscriber that was listening before the first result."""
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
-        config = Config(device_id=device_id, state_dir=Path(state),
-                        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{port}", stats_interval=60))  # stats once, at the end
+        config = Config(
+            device_id=device_id,
+            state_dir=Path(state),
+            mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{port}", stats_interval=60),
+        )  # stats once, at the end
         sub = DemoSubscriber(port, f"{config.mqtt.topic_prefix}/{device_id}/#")
         model = model_announcement(classifier.model, classifier.runtime.backend)  # type: ignore[attr-defined]
         session = PublishingSession(config, model).start()

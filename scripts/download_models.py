@@ -59,8 +59,10 @@ def main() -> int:
         except OSError as exc:
             print(f"error: cannot download {name}: {exc}", file=sys.stderr)
             return 1
-    print("\nTry it:\n  .venv/bin/edge-agent classify -m models/mobilenet_v2_1.0_224_quant_edgetpu.tflite "
-          "-l labels/imagenet_labels.txt -i your_photo.jpg")
+    print(
+        "\nTry it:\n  .venv/bin/edge-agent classify -m models/mobilenet_v2_1.0_224_quant_edgetpu.tflite "
+        "-l labels/imagenet_labels.txt -i your_photo.jpg"
+    )
     return 0
 
 

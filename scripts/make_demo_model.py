@@ -84,8 +84,9 @@ def main() -> None:
     h = tf.keras.layers.Reshape((32,))(h)
     outputs = tf.keras.layers.Dense(10, activation="softmax", name="scores")(h)
     model = tf.keras.Model(inputs, outputs)
-    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     xf_train = x_train.astype(np.float32) / 255.0
     model.fit(xf_train, y_train, epochs=40, batch_size=32, verbose=0)
     _, acc = model.evaluate(x_test.astype(np.float32) / 255.0, y_test, verbose=0)

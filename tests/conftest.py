@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator
 
 import pytest
+from helpers.compiler_models import build_all, cache_dir, write_digit_pngs
 from helpers.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +52,16 @@ def test_models():
     from helpers.models import build_test_models
 
     return build_test_models()
+
+
+@pytest.fixture(scope="session")
+def compiler_models() -> Dict[str, Path]:
+    """name -> path of the real converted test models (see ``_build_all``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return build_all(cache_dir())
+
+
+@pytest.fixture(scope="session")
+def digit_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 15 digit PNGs (32x32 RGB)."""
+    return write_digit_pngs(tmp_path_factory.mktemp("digits"), 15)

@@ -60,9 +60,13 @@ def graph() -> Dict[str, Set[str]]:
 
 
 def test_imports_follow_the_one_way_dependency_rule() -> None:
-    bad = [f"{m} imports {t}" for m, targets in graph().items() for t in targets
-           for prefix, banned in FORBIDDEN.items() if (m == prefix or m.startswith(prefix + "."))
-           and any(t == b or t.startswith(b + ".") for b in banned)]
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in graph().items()
+        for t in targets
+        for prefix, banned in FORBIDDEN.items()
+        if (m == prefix or m.startswith(prefix + ".")) and any(t == b or t.startswith(b + ".") for b in banned)
+    ]
     assert bad == []
 
 
@@ -77,7 +81,7 @@ def test_there_is_no_import_cycle_even_through_function_level_imports() -> None:
         stack.append(node)
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -33,8 +33,10 @@ def test_bundled_model_classifies_every_sample_image_correctly():
     for p in payloads:
         digit = int(Path(p["source"]).name.split("_")[1])
         assert p["top_k"][0]["id"] == digit
-        assert p["top_k"][0]["label"] == ["zero", "one", "two", "three", "four", "five", "six", "seven",
-                                          "eight", "nine"][digit]
+        assert (
+            p["top_k"][0]["label"]
+            == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][digit]
+        )
         assert p["backend"] == "cpu"
 
 
@@ -165,7 +167,10 @@ def test_labels_file_that_does_not_match_the_model_warns(tmp_path: Path):
     labels.write_text("cat\ndog\n")
     proc = subprocess.run(
         [sys.executable, "-m", "edge_agent", "classify", "-l", str(labels), "-n", "1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0
     assert "2 labels but the model has 10 classes" in proc.stderr
@@ -174,7 +179,10 @@ def test_labels_file_that_does_not_match_the_model_warns(tmp_path: Path):
 def test_console_error_has_no_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "edge_agent", "classify", "-m", "missing.tflite"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["Error: model file not found: missing.tflite"]

@@ -15,7 +15,6 @@ from typing import Dict, List
 
 import pytest
 from click.testing import CliRunner
-from test_compiler_models import compiler_models  # noqa: F401  (session fixture)
 
 from compiler import edgetpu, errors, run
 from compiler.cache import CompileCache
@@ -63,7 +62,9 @@ def _compile(args: List[str], tmp_path: Path) -> object:
 
 @pytest.mark.slow
 def test_compile_writes_model_log_and_json_report_with_digests(
-    stand_in: StandIn, compiler_models: Dict[str, Path], tmp_path: Path  # noqa: F811
+    stand_in: StandIn,
+    compiler_models: Dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     model = compiler_models["mobilenet_int8"]
     out = tmp_path / "out"
@@ -84,7 +85,9 @@ def test_compile_writes_model_log_and_json_report_with_digests(
 
 @pytest.mark.slow
 def test_partially_mapped_model_reports_ops_on_the_cpu(
-    stand_in: StandIn, compiler_models: Dict[str, Path], tmp_path: Path  # noqa: F811
+    stand_in: StandIn,
+    compiler_models: Dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     result = _compile([str(compiler_models["leaky_int8"]), "-o", str(tmp_path), "--json"], tmp_path)
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
@@ -97,7 +100,9 @@ def test_partially_mapped_model_reports_ops_on_the_cpu(
 
 @pytest.mark.slow
 def test_compiler_options_are_passed_through(
-    stand_in: StandIn, compiler_models: Dict[str, Path], tmp_path: Path  # noqa: F811
+    stand_in: StandIn,
+    compiler_models: Dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     args = ["-m", "13", "-a", "-d", "-k", "2", "-n", "2", "-i", "a,b", "-t", "60"]
     result = _compile([str(compiler_models["mobilenet_int8"]), "-o", str(tmp_path), *args], tmp_path)
@@ -110,7 +115,9 @@ def test_compiler_options_are_passed_through(
 
 @pytest.mark.slow
 def test_compiling_the_same_inputs_twice_runs_the_compiler_once(
-    stand_in: StandIn, compiler_models: Dict[str, Path], tmp_path: Path  # noqa: F811
+    stand_in: StandIn,
+    compiler_models: Dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     model = compiler_models["mobilenet_int8"]
     first = _compile([str(model), "-o", str(tmp_path / "a")], tmp_path)
@@ -127,11 +134,18 @@ def test_compiling_the_same_inputs_twice_runs_the_compiler_once(
 
 @pytest.mark.slow
 def test_co_compilation_reports_each_model(
-    stand_in: StandIn, compiler_models: Dict[str, Path], tmp_path: Path  # noqa: F811
+    stand_in: StandIn,
+    compiler_models: Dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     models = [compiler_models["mobilenet_int8"], compiler_models["leaky_int8"]]
-    outcome = run.compile_models(models, tmp_path / "out", edgetpu.CompileOptions(),
-                                 edgetpu.find_backend("local"), CompileCache(tmp_path / "cache"))
+    outcome = run.compile_models(
+        models,
+        tmp_path / "out",
+        edgetpu.CompileOptions(),
+        edgetpu.find_backend("local"),
+        CompileCache(tmp_path / "cache"),
+    )
     assert [Path(m.input_model) for m in outcome.report.models] == models
     assert [m.operations_on_cpu for m in outcome.report.models] == [0, 5]
     assert len(stand_in.compile_calls()) == 1
@@ -154,7 +168,7 @@ def test_co_compilation_reports_each_model(
 )
 def test_known_compiler_failures_are_one_actionable_line(
     stand_in: StandIn,
-    compiler_models: Dict[str, Path],  # noqa: F811
+    compiler_models: Dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     model: str,
@@ -173,17 +187,18 @@ def test_known_compiler_failures_are_one_actionable_line(
 
 @pytest.mark.slow
 def test_failure_classes_match_the_compilers_message(
-    stand_in: StandIn, compiler_models: Dict[str, Path], tmp_path: Path  # noqa: F811
+    stand_in: StandIn,
+    compiler_models: Dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     with pytest.raises(errors.OpVersionError) as info:
-        run.compile_models([compiler_models["exp_int8"]], tmp_path, edgetpu.CompileOptions(),
-                           edgetpu.find_backend("local"))
+        run.compile_models(
+            [compiler_models["exp_int8"]], tmp_path, edgetpu.CompileOptions(), edgetpu.find_backend("local")
+        )
     assert "Model could not be parsed" in info.value.output
 
 
-def test_no_compiler_and_no_docker_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_compiler_and_no_docker_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = tmp_path / "m.tflite"
     model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
     monkeypatch.setenv("PATH", str(tmp_path))

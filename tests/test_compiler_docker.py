@@ -18,7 +18,6 @@ from typing import Any, Dict, List
 import docker
 import pytest
 from test_compiler_compile import STAND_IN
-from test_compiler_models import compiler_models  # noqa: F401  (session fixture)
 
 from compiler import edgetpu, run
 from compiler.errors import CompilerUnavailableError
@@ -74,7 +73,7 @@ class _Containers:
         def host_path(arg: str) -> str:
             for bind, host in to_host.items():
                 if arg == bind or arg.startswith(bind + "/"):
-                    return host + arg[len(bind):]
+                    return host + arg[len(bind) :]
             return arg
 
         args = [host_path(a) for a in command[1:]]
@@ -97,7 +96,8 @@ class StandInDockerClient:
 
 @pytest.mark.slow
 def test_docker_backend_builds_image_once_and_mounts_models_as_the_calling_user(
-    compiler_models: Dict[str, Path], tmp_path: Path  # noqa: F811
+    compiler_models: Dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     client = StandInDockerClient()
     backend = edgetpu.DockerCompiler(client, ROOT / "Dockerfile.compiler")
@@ -131,4 +131,3 @@ def test_missing_dockerfile_is_a_clear_error(tmp_path: Path) -> None:
     backend = edgetpu.DockerCompiler(StandInDockerClient(), tmp_path / "Dockerfile.compiler")
     with pytest.raises(CompilerUnavailableError, match="Dockerfile.compiler not found"):
         backend.version()
-

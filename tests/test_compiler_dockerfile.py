@@ -15,9 +15,7 @@ DOCKERFILE = ROOT / "Dockerfile.compiler"
 
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
-    proc = subprocess.run(
-        [str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run([str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -8,7 +8,6 @@ from typing import Dict
 
 import pytest
 from click.testing import CliRunner
-from test_compiler_models import compiler_models  # noqa: F401  (session fixture)
 
 from compiler import rules, tflite
 from compiler.cli import main
@@ -18,7 +17,7 @@ from compiler.inspect import inspect_file, render
 
 @pytest.mark.slow
 def test_reader_agrees_with_the_schema_generated_by_tensorflow_lite(
-    compiler_models: Dict[str, Path],  # noqa: F811
+    compiler_models: Dict[str, Path],
 ) -> None:
     from ai_edge_litert import schema_py_generated as schema
 
@@ -36,7 +35,7 @@ def test_reader_agrees_with_the_schema_generated_by_tensorflow_lite(
 
 
 @pytest.mark.slow
-def test_quantized_mobilenet_maps_every_operation(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_quantized_mobilenet_maps_every_operation(compiler_models: Dict[str, Path]) -> None:
     report = inspect_file(compiler_models["mobilenet_int8"])
     assert report.quantized and report.compilable and not report.problems
     assert report.cut_index is None
@@ -47,14 +46,14 @@ def test_quantized_mobilenet_maps_every_operation(compiler_models: Dict[str, Pat
 
 
 @pytest.mark.slow
-def test_tensorflow_pin_emits_op_versions_compiler_16_parses(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_tensorflow_pin_emits_op_versions_compiler_16_parses(compiler_models: Dict[str, Path]) -> None:
     model = tflite.read(compiler_models["mobilenet_int8"])
     for code in model.operator_codes:
         assert code.version <= rules.EDGE_TPU_OPS[code.name].max_version, code
 
 
 @pytest.mark.slow
-def test_float_model_is_reported_not_quantized(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_float_model_is_reported_not_quantized(compiler_models: Dict[str, Path]) -> None:
     report = inspect_file(compiler_models["float"])
     assert not report.quantized and not report.compilable
     assert report.float_tensors
@@ -64,7 +63,7 @@ def test_float_model_is_reported_not_quantized(compiler_models: Dict[str, Path])
 
 
 @pytest.mark.slow
-def test_unsupported_op_cuts_the_graph_there(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_unsupported_op_cuts_the_graph_there(compiler_models: Dict[str, Path]) -> None:
     report = inspect_file(compiler_models["leaky_int8"])
     assert report.compilable
     assert (report.cut_index, report.cut_op) == (2, "LEAKY_RELU")
@@ -75,7 +74,7 @@ def test_unsupported_op_cuts_the_graph_there(compiler_models: Dict[str, Path]) -
 
 
 @pytest.mark.slow
-def test_tensor_of_rank_above_three_cuts_the_graph(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_tensor_of_rank_above_three_cuts_the_graph(compiler_models: Dict[str, Path]) -> None:
     report = inspect_file(compiler_models["rank5_int8"])
     assert (report.cut_index, report.cut_op) == (2, "RESHAPE")
     assert report.operators[2].status == rules.UNSUPPORTED_RANK
@@ -84,7 +83,7 @@ def test_tensor_of_rank_above_three_cuts_the_graph(compiler_models: Dict[str, Pa
 
 
 @pytest.mark.slow
-def test_dynamic_batch_makes_the_model_uncompilable(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_dynamic_batch_makes_the_model_uncompilable(compiler_models: Dict[str, Path]) -> None:
     report = inspect_file(compiler_models["dynamic_int8"])
     assert not report.compilable
     assert report.cut_index == 0
@@ -94,7 +93,7 @@ def test_dynamic_batch_makes_the_model_uncompilable(compiler_models: Dict[str, P
 
 @pytest.mark.slow
 def test_op_version_newer_than_the_compiler_is_a_model_problem(
-    compiler_models: Dict[str, Path],  # noqa: F811
+    compiler_models: Dict[str, Path],
 ) -> None:
     report = inspect_file(compiler_models["exp_int8"])
     assert not report.compilable
@@ -103,7 +102,7 @@ def test_op_version_newer_than_the_compiler_is_a_model_problem(
 
 
 @pytest.mark.slow
-def test_inspect_cli_json_and_exit_status(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_inspect_cli_json_and_exit_status(compiler_models: Dict[str, Path]) -> None:
     runner = CliRunner()
     ok = runner.invoke(main, ["inspect", "--json", str(compiler_models["leaky_int8"])])
     assert ok.exit_code == 0, ok.output
@@ -148,7 +147,7 @@ def test_inspect_does_not_import_tensorflow() -> None:
 
 
 @pytest.mark.slow
-def test_grouped_convolution_is_flagged_with_what_to_change(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_grouped_convolution_is_flagged_with_what_to_change(compiler_models: Dict[str, Path]) -> None:
     report = inspect_file(compiler_models["grouped_int8"])
     assert not report.compilable
     (problem,) = report.problems
@@ -158,7 +157,7 @@ def test_grouped_convolution_is_flagged_with_what_to_change(compiler_models: Dic
 
 
 @pytest.mark.slow
-def test_partly_float_model_compiles_up_to_its_first_float_op(compiler_models: Dict[str, Path]) -> None:  # noqa: F811
+def test_partly_float_model_compiles_up_to_its_first_float_op(compiler_models: Dict[str, Path]) -> None:
     report = inspect_file(compiler_models["partly_float"])
     assert not report.quantized and report.compilable and not report.problems
     assert (report.cut_index, report.cut_op) == (2, "DEQUANTIZE")
@@ -167,7 +166,7 @@ def test_partly_float_model_compiles_up_to_its_first_float_op(compiler_models: D
 
 
 @pytest.mark.slow
-def test_an_already_compiled_model_is_recognised(compiler_models: Dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_an_already_compiled_model_is_recognised(compiler_models: Dict[str, Path], tmp_path: Path) -> None:
     """A model holding edgetpu-custom-op (built here by rewriting a real one's op table)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema

@@ -71,9 +71,13 @@ def test_fully_mapped_model_without_counts_has_every_op_on_the_tpu() -> None:
 
 def test_co_compilation_gives_one_report_per_model() -> None:
     block = SUCCESS_STDOUT.split("Input model:")[1].split("Compilation child")[0]
-    text = "Edge TPU Compiler version 16.0.384591198\n" + "Input model:" + block + "Input model:" + block.replace(
-        "yolo", "ssd"
-    ).replace("83", "93").replace("CPU: 10", "CPU: 0")
+    text = (
+        "Edge TPU Compiler version 16.0.384591198\n"
+        + "Input model:"
+        + block
+        + "Input model:"
+        + block.replace("yolo", "ssd").replace("83", "93").replace("CPU: 10", "CPU: 0")
+    )
     models = report.parse_stdout(text).models
     assert [m.input_model for m in models] == ["models/yolo_int8.tflite", "models/ssd_int8.tflite"]
     assert [m.operations_on_cpu for m in models] == [10, 0]
@@ -82,7 +86,11 @@ def test_co_compilation_gives_one_report_per_model() -> None:
 def test_log_table_rows_keep_operator_count_and_status() -> None:
     rows = report.parse_log(LOG)
     assert [(r.op, r.count) for r in rows] == [
-        ("LOGISTIC", 1), ("ADD", 10), ("RESIZE_NEAREST_NEIGHBOR", 1), ("QUANTIZE", 1), ("CONV_2D", 2),
+        ("LOGISTIC", 1),
+        ("ADD", 10),
+        ("RESIZE_NEAREST_NEIGHBOR", 1),
+        ("QUANTIZE", 1),
+        ("CONV_2D", 2),
         ("DEQUANTIZE", 1),
     ]
     assert rows[1].on_edgetpu and not rows[0].on_edgetpu
@@ -107,16 +115,33 @@ def test_sizes_in_the_compilers_units() -> None:
             errors.OpVersionError,
             "CONV_2D version 6",
         ),
-        ("Edge TPU Compiler version 16.0.384591198\nModel not quantized\n", errors.NotQuantizedError,
-         "edge-compile quantize"),
-        ("Edge TPU Compiler version 16.0.384591198\n\nInternal compiler error. Aborting! \n",
-         errors.InternalCompilerError, "-a"),
-        ("Started a compilation timeout timer of 10 seconds.\nCompilation timeout. This is usually caused "
-         "by large activations.\nCompilation failed! ", errors.CompileTimeoutError, "-t SECONDS"),
-        ("ERROR: Attempting to use a delegate that only supports static-sized tensors with a graph that "
-         "has dynamic-sized tensors.\nCompilation failed! ", errors.DynamicShapeError, "fixed batch of 1"),
-        ("ERROR: something new\nInvalid model: x.tflite\nModel could not be parsed", errors.CompileFailedError,
-         "Invalid model: x.tflite"),
+        (
+            "Edge TPU Compiler version 16.0.384591198\nModel not quantized\n",
+            errors.NotQuantizedError,
+            "edge-compile quantize",
+        ),
+        (
+            "Edge TPU Compiler version 16.0.384591198\n\nInternal compiler error. Aborting! \n",
+            errors.InternalCompilerError,
+            "-a",
+        ),
+        (
+            "Started a compilation timeout timer of 10 seconds.\nCompilation timeout. This is usually caused "
+            "by large activations.\nCompilation failed! ",
+            errors.CompileTimeoutError,
+            "-t SECONDS",
+        ),
+        (
+            "ERROR: Attempting to use a delegate that only supports static-sized tensors with a graph that "
+            "has dynamic-sized tensors.\nCompilation failed! ",
+            errors.DynamicShapeError,
+            "fixed batch of 1",
+        ),
+        (
+            "ERROR: something new\nInvalid model: x.tflite\nModel could not be parsed",
+            errors.CompileFailedError,
+            "Invalid model: x.tflite",
+        ),
     ],
 )
 def test_known_failures_become_actionable_errors(output: str, kind: type, advice: str) -> None:

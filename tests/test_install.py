@@ -19,13 +19,20 @@ def test_plain_pip_install_runs_the_bundled_demo_without_tensorflow(tmp_path: Pa
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    install = subprocess.run([str(py), "-m", "pip", "install", "-q", str(ROOT)], capture_output=True, text=True,
-                             env=env, timeout=900)
+    install = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", str(ROOT)], capture_output=True, text=True, env=env, timeout=900
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     tf = subprocess.run([str(py), "-c", "import tensorflow"], capture_output=True, text=True, env=env)
     assert tf.returncode != 0, "the base install must not bring TensorFlow"
-    run = subprocess.run([str(env_dir / "bin" / "edge-agent"), "classify", "-n", "3", "-o", "jsonl"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    run = subprocess.run(
+        [str(env_dir / "bin" / "edge-agent"), "classify", "-n", "3", "-o", "jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     results = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["top_k"][0]["label"] for r in results] == ["zero", "zero", "one"]

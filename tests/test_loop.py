@@ -45,6 +45,7 @@ def slow_sink(results: List[Classification]):
     def sink(result: Classification) -> None:
         results.append(result)
         time.sleep(0.01)
+
     return sink
 
 

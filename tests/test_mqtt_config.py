@@ -17,10 +17,17 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_flags_override_environment_which_overrides_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, 'device_id = "from-file"\ntop_k = 5\n[mqtt]\nurl = "mqtt://file:1883"\nqos = 0\n'
-                           'topic_prefix = "farm"\n')
-    env = {"EDGE_AGENT_DEVICE_ID": "from-env", "EDGE_AGENT_MQTT_QOS": "2", "EDGE_AGENT_MQTT_PASSWORD": "pw",
-           "EDGE_AGENT_MQTT_USERNAME": "u", "EDGE_AGENT_STATE_DIR": str(tmp_path / "state")}
+    path = write(
+        tmp_path,
+        'device_id = "from-file"\ntop_k = 5\n[mqtt]\nurl = "mqtt://file:1883"\nqos = 0\ntopic_prefix = "farm"\n',
+    )
+    env = {
+        "EDGE_AGENT_DEVICE_ID": "from-env",
+        "EDGE_AGENT_MQTT_QOS": "2",
+        "EDGE_AGENT_MQTT_PASSWORD": "pw",
+        "EDGE_AGENT_MQTT_USERNAME": "u",
+        "EDGE_AGENT_STATE_DIR": str(tmp_path / "state"),
+    }
     config = load_config(path, env, {"device_id": "from-flag", "mqtt": {"qos": None, "url": None}})
     assert config.device_id == "from-flag"
     assert config.mqtt.qos == 2 and config.mqtt.password == "pw"
@@ -34,17 +41,20 @@ def test_config_file_can_be_named_in_the_environment(tmp_path: Path) -> None:
     assert load_config(None, {"EDGE_AGENT_CONFIG": str(path)}).outbox.max_messages == 50
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"EDGE_AGENT_MQTT_QOS": "3"}, "mqtt.qos must be 0, 1 or 2"),
-    ({"EDGE_AGENT_MQTT_QOS": "one"}, r"mqtt.qos \(environment\): invalid value 'one'"),
-    ({"EDGE_AGENT_MQTT_PROTOCOL": "3"}, "mqtt.protocol"),
-    ({"EDGE_AGENT_MQTT_ONLY_ON_CHANGE": "maybe"}, "mqtt.only_on_change"),
-    ({"EDGE_AGENT_MQTT_URL": "http://x"}, "unsupported scheme"),
-    ({"EDGE_AGENT_MQTT_TOPIC_PREFIX": "a/#"}, "mqtt.topic_prefix"),
-    ({"EDGE_AGENT_DEVICE_ID": "cam/1"}, "device_id"),
-    ({"EDGE_AGENT_OUTBOX_MAX_MESSAGES": "0"}, "outbox.max_messages"),
-    ({"EDGE_AGENT_MQTT_PASWORD": "typo"}, "EDGE_AGENT_MQTT_PASWORD .*unknown setting"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"EDGE_AGENT_MQTT_QOS": "3"}, "mqtt.qos must be 0, 1 or 2"),
+        ({"EDGE_AGENT_MQTT_QOS": "one"}, r"mqtt.qos \(environment\): invalid value 'one'"),
+        ({"EDGE_AGENT_MQTT_PROTOCOL": "3"}, "mqtt.protocol"),
+        ({"EDGE_AGENT_MQTT_ONLY_ON_CHANGE": "maybe"}, "mqtt.only_on_change"),
+        ({"EDGE_AGENT_MQTT_URL": "http://x"}, "unsupported scheme"),
+        ({"EDGE_AGENT_MQTT_TOPIC_PREFIX": "a/#"}, "mqtt.topic_prefix"),
+        ({"EDGE_AGENT_DEVICE_ID": "cam/1"}, "device_id"),
+        ({"EDGE_AGENT_OUTBOX_MAX_MESSAGES": "0"}, "outbox.max_messages"),
+        ({"EDGE_AGENT_MQTT_PASWORD": "typo"}, "EDGE_AGENT_MQTT_PASWORD .*unknown setting"),
+    ],
+)
 def test_invalid_values_fail_at_startup_naming_the_field(env: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, env)

@@ -27,8 +27,15 @@ MODEL = ModelInfo("digits", "1.0.0", "sha256:" + "ab" * 32)
 
 def make_result(frame: int, label: str = "seven", device: str = "cam1") -> Classification:
     return Classification(
-        device=device, model=MODEL, backend="cpu", source="images/7.png", frame=frame,
-        captured_at=time.time(), preprocess_ms=0.4, inference_ms=1.2, total_ms=1.9,
+        device=device,
+        model=MODEL,
+        backend="cpu",
+        source="images/7.png",
+        frame=frame,
+        captured_at=time.time(),
+        preprocess_ms=0.4,
+        inference_ms=1.2,
+        total_ms=1.9,
         top_k=[Class(7, 0.93, label), Class(1, 0.05, "one")],
     )
 
@@ -54,8 +61,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
     return True
 
 
-def test_thousand_results_survive_a_broker_restart(mosquitto: Mosquitto, outbox: Outbox,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_thousand_results_survive_a_broker_restart(
+    mosquitto: Mosquitto, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="edge_agent.publishing.client")
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
     publisher = make_publisher(mosquitto, outbox)
@@ -93,8 +101,7 @@ def test_thousand_results_survive_a_broker_restart(mosquitto: Mosquitto, outbox:
     assert len(retries) >= 2, "the outage took several attempts"
 
 
-def test_results_queued_while_broker_is_down_at_startup_are_delivered_later(tmp_path: Path,
-                                                                           outbox: Outbox) -> None:
+def test_results_queued_while_broker_is_down_at_startup_are_delivered_later(tmp_path: Path, outbox: Outbox) -> None:
     broker = Mosquitto(tmp_path / "late").start()
     sub = Subscriber(broker.host, broker.port, "edgetpu/#")  # a persistent session, kept while down
     broker.stop()
@@ -116,7 +123,8 @@ def test_results_queued_while_broker_is_down_at_startup_are_delivered_later(tmp_
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_status_online_while_running_and_offline_with_retained_model_after_clean_stop(
-        mosquitto: Mosquitto, outbox: Outbox, protocol: str) -> None:
+    mosquitto: Mosquitto, outbox: Outbox, protocol: str
+) -> None:
     publisher = make_publisher(mosquitto, outbox, protocol=protocol)
     publisher.set_model({"name": "digits", "version": "1.0.0", "digest": MODEL.digest})
     publisher.start()
@@ -156,8 +164,7 @@ def test_only_label_changes_are_published_when_asked(mosquitto: Mosquitto, outbo
     assert [p["frame"] for p in sub.json_on("/classification")] == [0, 2, 5]
 
 
-def test_oversize_or_malformed_control_messages_do_not_crash_the_agent(mosquitto: Mosquitto,
-                                                                      outbox: Outbox) -> None:
+def test_oversize_or_malformed_control_messages_do_not_crash_the_agent(mosquitto: Mosquitto, outbox: Outbox) -> None:
     handled: List[dict] = []
 
     def handler(topic: str, payload: bytes) -> None:
@@ -184,8 +191,11 @@ def test_oversize_or_malformed_control_messages_do_not_crash_the_agent(mosquitto
 
 def test_home_assistant_discovery_and_stats_are_published(mosquitto: Mosquitto, tmp_path: Path) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "#")
-    config = Config(device_id="cam1", state_dir=tmp_path / "state",
-                    mqtt=MqttConfig(url=mosquitto.url, ha_discovery=True, stats_interval=0.2))
+    config = Config(
+        device_id="cam1",
+        state_dir=tmp_path / "state",
+        mqtt=MqttConfig(url=mosquitto.url, ha_discovery=True, stats_interval=0.2),
+    )
     session = PublishingSession(config, {"name": "digits", "version": "1", "digest": MODEL.digest}).start()
     try:
         for i in range(5):
@@ -233,8 +243,12 @@ def test_large_messages_from_several_threads_arrive_intact(mosquitto: Mosquitto,
             MqttSink(publisher)(make_result(frame))
         for t in threads:
             t.join()
-        assert sub.wait_until(lambda s: len(s.on("/classification")) >= 200 and len(s.on("/blob/0")) +
-                              len(s.on("/blob/1")) + len(s.on("/blob/2")) >= 30)
+        assert sub.wait_until(
+            lambda s: (
+                len(s.on("/classification")) >= 200
+                and len(s.on("/blob/0")) + len(s.on("/blob/1")) + len(s.on("/blob/2")) >= 30
+            )
+        )
         assert publisher.connected
     finally:
         publisher.stop()
@@ -245,7 +259,8 @@ def test_large_messages_from_several_threads_arrive_intact(mosquitto: Mosquitto,
 
 
 def test_results_beyond_the_in_memory_handoff_are_read_back_from_the_outbox_in_order(
-        mosquitto: Mosquitto, outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    mosquitto: Mosquitto, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("edge_agent.publishing.sender.FRESH_MAX", 5)
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
     publisher = make_publisher(mosquitto, outbox)

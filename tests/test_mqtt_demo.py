@@ -21,8 +21,12 @@ def listening(port: int) -> bool:
 
 
 def run_demo(port: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--mqtt-port", str(port)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--mqtt-port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_demo_starts_a_broker_when_none_listens_and_stops_it_after() -> None:

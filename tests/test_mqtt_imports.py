@@ -23,15 +23,19 @@ def loaded_heavy_modules(body: str) -> str:
 
 
 def test_importing_every_agent_and_contract_module_loads_no_heavy_library() -> None:
-    body = ("import importlib, pkgutil, edge_agent, release_contract\n"
-            "for pkg in (edge_agent, release_contract):\n"
-            "    for mod in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
-            "        importlib.import_module(mod.name)")
+    body = (
+        "import importlib, pkgutil, edge_agent, release_contract\n"
+        "for pkg in (edge_agent, release_contract):\n"
+        "    for mod in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(mod.name)"
+    )
     assert loaded_heavy_modules(body) == ""
 
 
 def test_edge_agent_help_loads_no_heavy_library() -> None:
-    body = ("from click.testing import CliRunner\nfrom edge_agent.cli import main\n"
-            "r = CliRunner().invoke(main, ['--help'])\nassert r.exit_code == 0, r.output\n"
-            "r = CliRunner().invoke(main, ['run', '--help'])\nassert r.exit_code == 0, r.output")
+    body = (
+        "from click.testing import CliRunner\nfrom edge_agent.cli import main\n"
+        "r = CliRunner().invoke(main, ['--help'])\nassert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(main, ['run', '--help'])\nassert r.exit_code == 0, r.output"
+    )
     assert loaded_heavy_modules(body) == ""

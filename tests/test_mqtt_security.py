@@ -28,8 +28,7 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 @pytest.fixture
 def password_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "agent", "s3cret"], check=True,
-                   capture_output=True)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "agent", "s3cret"], check=True, capture_output=True)
     broker = Mosquitto(tmp_path / "pw", extra_config=[f"password_file {passwd}", "allow_anonymous false"])
     broker.start()
     yield broker
@@ -43,9 +42,14 @@ def tls_files(tmp_path: Path) -> TlsFiles:
 
 @pytest.fixture
 def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
-    broker = Mosquitto(tmp_path / "tls-broker", extra_config=[
-        f"cafile {tls_files.ca_cert}", f"certfile {tls_files.server_cert}", f"keyfile {tls_files.server_key}",
-    ])
+    broker = Mosquitto(
+        tmp_path / "tls-broker",
+        extra_config=[
+            f"cafile {tls_files.ca_cert}",
+            f"certfile {tls_files.server_cert}",
+            f"keyfile {tls_files.server_key}",
+        ],
+    )
     broker.start()
     yield broker
     broker.stop()
@@ -61,8 +65,7 @@ def test_wrong_password_is_refused_with_a_clear_error(password_broker: Mosquitto
 
 def test_right_password_is_accepted(password_broker: Mosquitto, outbox: Outbox) -> None:
     sub = Subscriber(password_broker.host, password_broker.port, "edgetpu/#", username="agent", password="s3cret")
-    publisher = MqttPublisher(MqttConfig(url=password_broker.url, username="agent", password="s3cret"),
-                              "cam1", outbox)
+    publisher = MqttPublisher(MqttConfig(url=password_broker.url, username="agent", password="s3cret"), "cam1", outbox)
     publisher.start()
     try:
         publisher.enqueue(publisher.topics.classification, b'{"ok": 1}')
@@ -72,8 +75,7 @@ def test_right_password_is_accepted(password_broker: Mosquitto, outbox: Outbox) 
         sub.close()
 
 
-def test_tls_broker_accepts_the_agent_with_the_ca(tls_broker: Mosquitto, tls_files: TlsFiles,
-                                                   outbox: Outbox) -> None:
+def test_tls_broker_accepts_the_agent_with_the_ca(tls_broker: Mosquitto, tls_files: TlsFiles, outbox: Outbox) -> None:
     sub = Subscriber("127.0.0.1", tls_broker.port, "edgetpu/#", ca_file=str(tls_files.ca_cert))
     url = f"mqtts://127.0.0.1:{tls_broker.port}"
     publisher = MqttPublisher(MqttConfig(url=url, ca_file=tls_files.ca_cert), "cam1", outbox)
@@ -104,19 +106,29 @@ def test_plain_mqtt_to_a_tls_listener_is_a_clear_error(tls_broker: Mosquitto, ou
 
 @pytest.fixture
 def client_cert_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
-    broker = Mosquitto(tmp_path / "mtls-broker", extra_config=[
-        f"cafile {tls_files.ca_cert}", f"certfile {tls_files.server_cert}", f"keyfile {tls_files.server_key}",
-        "require_certificate true",
-    ])
+    broker = Mosquitto(
+        tmp_path / "mtls-broker",
+        extra_config=[
+            f"cafile {tls_files.ca_cert}",
+            f"certfile {tls_files.server_cert}",
+            f"keyfile {tls_files.server_key}",
+            "require_certificate true",
+        ],
+    )
     broker.start()
     yield broker
     broker.stop()
 
 
-def test_broker_requiring_a_client_certificate_accepts_the_agents(client_cert_broker: Mosquitto,
-                                                                  tls_files: TlsFiles, outbox: Outbox) -> None:
-    cfg = MqttConfig(url=f"mqtts://127.0.0.1:{client_cert_broker.port}", ca_file=tls_files.ca_cert,
-                     cert_file=tls_files.client_cert, key_file=tls_files.client_key)
+def test_broker_requiring_a_client_certificate_accepts_the_agents(
+    client_cert_broker: Mosquitto, tls_files: TlsFiles, outbox: Outbox
+) -> None:
+    cfg = MqttConfig(
+        url=f"mqtts://127.0.0.1:{client_cert_broker.port}",
+        ca_file=tls_files.ca_cert,
+        cert_file=tls_files.client_cert,
+        key_file=tls_files.client_key,
+    )
     publisher = MqttPublisher(cfg, "cam1", outbox)
     publisher.start()
     try:
@@ -126,19 +138,23 @@ def test_broker_requiring_a_client_certificate_accepts_the_agents(client_cert_br
 
 
 def test_broker_requiring_a_client_certificate_refuses_the_agent_without_one(
-        client_cert_broker: Mosquitto, tls_files: TlsFiles, outbox: Outbox) -> None:
+    client_cert_broker: Mosquitto, tls_files: TlsFiles, outbox: Outbox
+) -> None:
     cfg = MqttConfig(url=f"mqtts://127.0.0.1:{client_cert_broker.port}", ca_file=tls_files.ca_cert)
     with pytest.raises(PublishError, match="closed the connection without answering .*client certificate"):
         MqttPublisher(cfg, "cam1", outbox).start()
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://broker:1883", "unsupported scheme"),
-    ("mqtt://:1883", "no host"),
-    ("mqtt://broker:99999", "port"),
-    ("mqtt://broker:1883/topic", "unexpected path"),
-    ("broker:1883", "unsupported scheme"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://broker:1883", "unsupported scheme"),
+        ("mqtt://:1883", "no host"),
+        ("mqtt://broker:99999", "port"),
+        ("mqtt://broker:1883/topic", "unexpected path"),
+        ("broker:1883", "unsupported scheme"),
+    ],
+)
 def test_bad_broker_urls_are_config_errors_naming_the_problem(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"mqtt.url .*{message}"):
         MqttConfig(url=url).validate()

@@ -43,8 +43,9 @@ def test_edgetpu_temperatures_are_read_in_celsius_and_bad_files_skipped(tmp_path
 def test_stats_count_frames_per_second_since_the_last_snapshot(tmp_path: Path) -> None:
     now: List[float] = [100.0]
     stats = Stats("cam1", clock=lambda: now[0], apex_root=tmp_path)
-    result = Classification("cam1", ModelInfo("m", "1", ""), "edgetpu", "s", 0, time.time(), 0.1, 2.0, 2.5,
-                            [Class(1, 0.9, "one")])
+    result = Classification(
+        "cam1", ModelInfo("m", "1", ""), "edgetpu", "s", 0, time.time(), 0.1, 2.0, 2.5, [Class(1, 0.9, "one")]
+    )
     for _ in range(20):
         stats(result)
     stats.add_dropped_frames(3)

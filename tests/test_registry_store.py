@@ -50,8 +50,18 @@ def test_cli_push_list_show_promote_yank_on_a_local_store(tmp_path: Path) -> Non
     assert cli("keygen", "--out", str(tmp_path / "k")).exit_code == 0
     folder = make_release_dir(tmp_path / "build")
     for version in ("1", "2"):
-        res = cli("push", str(folder), "--name", "digits", "--version", version, "--key",
-                  str(tmp_path / "k" / "signing.key"), "--store", store)
+        res = cli(
+            "push",
+            str(folder),
+            "--name",
+            "digits",
+            "--version",
+            version,
+            "--key",
+            str(tmp_path / "k" / "signing.key"),
+            "--store",
+            store,
+        )
         assert res.exit_code == 0, res.output
     assert cli("promote", "digits:2", "--channel", "stable", "--store", store).exit_code == 0
     assert cli("promote", "digits:1", "--channel", "canary", "--store", store).exit_code == 0
@@ -67,8 +77,18 @@ def test_cli_push_list_show_promote_yank_on_a_local_store(tmp_path: Path) -> Non
 def test_a_version_cannot_be_pushed_twice(tmp_path: Path) -> None:
     assert cli("keygen", "--out", str(tmp_path / "k")).exit_code == 0
     folder = make_release_dir(tmp_path / "build")
-    args = ["push", str(folder), "--name", "digits", "--version", "1", "--key", str(tmp_path / "k" / "signing.key"),
-            "--store", str(tmp_path / "store")]
+    args = [
+        "push",
+        str(folder),
+        "--name",
+        "digits",
+        "--version",
+        "1",
+        "--key",
+        str(tmp_path / "k" / "signing.key"),
+        "--store",
+        str(tmp_path / "store"),
+    ]
     assert cli(*args).exit_code == 0
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1
@@ -78,8 +98,10 @@ def test_a_version_cannot_be_pushed_twice(tmp_path: Path) -> None:
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert cli("keygen", "--out", str(tmp_path / "k")).exit_code == 0
     key = str(tmp_path / "k" / "signing.key")
-    missing = CliRunner().invoke(main, ["push", str(tmp_path / "nope"), "--name", "d", "--version", "1",
-                                        "--key", key, "--store", str(tmp_path / "s")])
+    missing = CliRunner().invoke(
+        main,
+        ["push", str(tmp_path / "nope"), "--name", "d", "--version", "1", "--key", key, "--store", str(tmp_path / "s")],
+    )
     assert missing.exit_code == 1 and missing.output.strip().count("\n") == 0
     assert "model folder not found" in missing.output
     port = free_port()
@@ -96,15 +118,17 @@ def test_pull_refuses_a_wrong_key_and_writes_nothing(tmp_path: Path, keys: Tuple
     store = open_store(str(tmp_path / "store"))
     push_version(store, key, make_release_dir(tmp_path / "build"), "1")
     target = tmp_path / "out"
-    res = CliRunner().invoke(main, ["pull", "digits:1", "--to", str(target), "--trust", str(other_pub),
-                                    "--store", store.url])
+    res = CliRunner().invoke(
+        main, ["pull", "digits:1", "--to", str(target), "--trust", str(other_pub), "--store", store.url]
+    )
     assert res.exit_code == VERIFICATION  # the exit code table: 4 = refused by verification
     assert "untrusted key" in res.output
     assert not target.exists()
 
 
-def test_pull_verifies_every_file_before_writing_the_target(tmp_path: Path,
-                                                           keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+def test_pull_verifies_every_file_before_writing_the_target(
+    tmp_path: Path, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     store = open_store(str(tmp_path / "store"))
     push_version(store, key, make_release_dir(tmp_path / "build"), "1")
@@ -114,13 +138,13 @@ def test_pull_verifies_every_file_before_writing_the_target(tmp_path: Path,
     model.write_bytes(bytes(data))
     target = tmp_path / "out"
     with pytest.raises(VerificationError, match="sha256"):
-        pull_release(LocalSource(tmp_path / "store"), "digits", "1", TrustedKeys.from_paths([pub]), target,
-                     tmp_path / "work")
+        pull_release(
+            LocalSource(tmp_path / "store"), "digits", "1", TrustedKeys.from_paths([pub]), target, tmp_path / "work"
+        )
     assert not target.exists()
 
 
-def test_every_signed_field_is_covered_by_the_signature(tmp_path: Path,
-                                                        keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+def test_every_signed_field_is_covered_by_the_signature(tmp_path: Path, keys: Tuple[Ed25519PrivateKey, Path]) -> None:
     key, pub = keys
     store = open_store(str(tmp_path / "store"))
     push_version(store, key, make_release_dir(tmp_path / "build"), "1")
@@ -128,8 +152,12 @@ def test_every_signed_field_is_covered_by_the_signature(tmp_path: Path,
     trusted = TrustedKeys.from_paths([pub])
     assert verify_envelope(raw, trusted).version == "1"
     doc = json.loads(raw)
-    for field, value in [("version", "9"), ("expires_at", "2099-01-01T00:00:00Z"), ("min_runtime", 0 + 1),
-                         ("name", "other")]:
+    for field, value in [
+        ("version", "9"),
+        ("expires_at", "2099-01-01T00:00:00Z"),
+        ("min_runtime", 0 + 1),
+        ("name", "other"),
+    ]:
         tampered = json.loads(raw)
         tampered["signed"][field] = value
         with pytest.raises(VerificationError, match="bad signature"):
@@ -147,14 +175,16 @@ def test_local_pull_resumes_an_interrupted_download(tmp_path: Path, keys: Tuple[
     work.mkdir()
     half = entry.size // 2
     (work / f"{entry.sha256}.part").write_bytes((tmp_path / "build" / "digits.tflite").read_bytes()[:half])
-    result = pull_release(LocalSource(tmp_path / "store"), "digits", "1", TrustedKeys.from_paths([pub]),
-                          tmp_path / "out", work)
+    result = pull_release(
+        LocalSource(tmp_path / "store"), "digits", "1", TrustedKeys.from_paths([pub]), tmp_path / "out", work
+    )
     assert result.bytes_downloaded == manifest.total_size - half
     assert (tmp_path / "out" / "model.tflite").read_bytes() == (tmp_path / "build" / "digits.tflite").read_bytes()
 
 
-def test_oci_store_round_trip_with_channels_and_yank(tmp_path: Path, registry_server: RegistryServer,
-                                                     keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+def test_oci_store_round_trip_with_channels_and_yank(
+    tmp_path: Path, registry_server: RegistryServer, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     store = open_store(registry_server.store_url("models"))
     folder = make_release_dir(tmp_path / "build")
@@ -168,14 +198,16 @@ def test_oci_store_round_trip_with_channels_and_yank(tmp_path: Path, registry_se
     assert store.names() == ["digits"]
     assert [(r.version, r.yanked, r.channels) for r in store.list()] == [("1", True, []), ("1.1", False, ["stable"])]
     assert store.resolve("digits", None) == "1.1"
-    result = pull_release(OciSource(store.url), "digits", "1.1", TrustedKeys.from_paths([pub]), tmp_path / "out",
-                          tmp_path / "work")
+    result = pull_release(
+        OciSource(store.url), "digits", "1.1", TrustedKeys.from_paths([pub]), tmp_path / "out", tmp_path / "work"
+    )
     assert result.bytes_downloaded == result.manifest.total_size
     assert (tmp_path / "out" / "labels.txt").read_bytes() == (folder / "labels.txt").read_bytes()
 
 
-def test_oci_pull_resumes_with_a_range_request(tmp_path: Path, registry_server: RegistryServer,
-                                               keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+def test_oci_pull_resumes_with_a_range_request(
+    tmp_path: Path, registry_server: RegistryServer, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     store = open_store(registry_server.store_url("models"))
     folder = make_release_dir(tmp_path / "build")
@@ -185,14 +217,14 @@ def test_oci_pull_resumes_with_a_range_request(tmp_path: Path, registry_server: 
     work.mkdir()
     third = entry.size // 3
     (work / f"{entry.sha256}.part").write_bytes((folder / "digits.tflite").read_bytes()[:third])
-    result = pull_release(OciSource(store.url), "digits", "1", TrustedKeys.from_paths([pub]), tmp_path / "out",
-                          work)
+    result = pull_release(OciSource(store.url), "digits", "1", TrustedKeys.from_paths([pub]), tmp_path / "out", work)
     assert result.bytes_downloaded == manifest.total_size - third
     assert (tmp_path / "out" / "model.tflite").read_bytes() == (folder / "digits.tflite").read_bytes()
 
 
-def test_cli_pull_from_the_oci_store(tmp_path: Path, registry_server: RegistryServer,
-                                     keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+def test_cli_pull_from_the_oci_store(
+    tmp_path: Path, registry_server: RegistryServer, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     url = registry_server.store_url("fleet/models")
     push_version(open_store(url), key, make_release_dir(tmp_path / "build"), "3")
@@ -203,8 +235,9 @@ def test_cli_pull_from_the_oci_store(tmp_path: Path, registry_server: RegistrySe
     shutil.rmtree(tmp_path / "got")
 
 
-def test_push_takes_the_compiler_output_folder_and_its_report(tmp_path: Path,
-                                                              keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+def test_push_takes_the_compiler_output_folder_and_its_report(
+    tmp_path: Path, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     import hashlib
 
     from helpers.fleet import BUILTIN_MODEL
@@ -220,13 +253,28 @@ def test_push_takes_the_compiler_output_folder_and_its_report(tmp_path: Path,
     (build / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
     compiled = build / "digits_int8_edgetpu.tflite"
     report = CompileReport(  # what edge-compile writes beside the compiled model
-        compiler_version="16.0.384591198", output_sha256=sha256_file(compiled), output_size=compiled.stat().st_size,
-        output_path=str(compiled), inputs=[{"path": str(source), "sha256": sha256_file(source)}],
-        model={"input_model": str(source), "output_model": str(compiled)}, compile_ms=120)
+        compiler_version="16.0.384591198",
+        output_sha256=sha256_file(compiled),
+        output_size=compiled.stat().st_size,
+        output_path=str(compiled),
+        inputs=[{"path": str(source), "sha256": sha256_file(source)}],
+        model={"input_model": str(source), "output_model": str(compiled)},
+        compile_ms=120,
+    )
     (build / "digits_int8_edgetpu.json").write_text(json.dumps(report.to_dict()))
     store = str(tmp_path / "store")
-    res = cli("push", str(build), "--name", "digits", "--version", "5", "--key", str(tmp_path / "keys" / "signing.key"),
-              "--store", store)
+    res = cli(
+        "push",
+        str(build),
+        "--name",
+        "digits",
+        "--version",
+        "5",
+        "--key",
+        str(tmp_path / "keys" / "signing.key"),
+        "--store",
+        store,
+    )
     assert res.exit_code == 0, res.output
     signed = json.loads(cli("show", "digits:5", "--store", store).output)["signed"]
     assert set(signed["files"]) == {"edgetpu_model", "cpu_model", "labels"}
@@ -234,6 +282,8 @@ def test_push_takes_the_compiler_output_folder_and_its_report(tmp_path: Path,
     assert signed["min_runtime"] == 14
     assert signed["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert signed["compile_report"]["compile_ms"] == 120
-    old_runtime = CliRunner().invoke(main, ["pull", "digits:5", "--to", str(tmp_path / "got"), "--trust", str(pub),
-                                            "--runtime", "13", "--store", store])
+    old_runtime = CliRunner().invoke(
+        main,
+        ["pull", "digits:5", "--to", str(tmp_path / "got"), "--trust", str(pub), "--runtime", "13", "--store", store],
+    )
     assert old_runtime.exit_code == VERIFICATION and "needs Edge TPU runtime 14" in old_runtime.output

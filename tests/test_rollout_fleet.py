@@ -32,8 +32,16 @@ V1 = {"name": "digits", "version": "1"}
 class Fleet:
     """``count`` simulated devices sharing one broker, each with its own id, state and client."""
 
-    def __init__(self, root: Path, broker: Mosquitto, pub: Path, count: int, fleet: str = "farm",
-                 fail_health_for: Optional[Set[str]] = None, seed_state: Optional[Path] = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        broker: Mosquitto,
+        pub: Path,
+        count: int,
+        fleet: str = "farm",
+        fail_health_for: Optional[Set[str]] = None,
+        seed_state: Optional[Path] = None,
+    ) -> None:
         trusted = TrustedKeys.from_paths([pub])
         inputs = sample_inputs(2)
         self.devices: List[SimDevice] = []
@@ -41,8 +49,18 @@ class Fleet:
             state = root / f"dev-{i:03d}"
             if seed_state is not None:
                 shutil.copytree(seed_state, state)
-            self.devices.append(SimDevice(f"dev-{i:03d}", state, broker.host, broker.port, trusted, fleet=fleet,
-                                          fail_health_for=fail_health_for, inputs=inputs))
+            self.devices.append(
+                SimDevice(
+                    f"dev-{i:03d}",
+                    state,
+                    broker.host,
+                    broker.port,
+                    trusted,
+                    fleet=fleet,
+                    fail_health_for=fail_health_for,
+                    inputs=inputs,
+                )
+            )
         watcher = Subscriber(broker.host, broker.port, "edgetpu/+/model")
         for device in self.devices:
             device.start()
@@ -76,7 +94,8 @@ def seeded_state(root: Path, key: Ed25519PrivateKey, pub: Path, store_url: str) 
 
 @pytest.mark.slow
 def test_fleet_of_50_devices_all_end_active_on_the_new_release(
-        tmp_path: Path, mosquitto: Mosquitto, keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+    tmp_path: Path, mosquitto: Mosquitto, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     store = open_store(str(tmp_path / "store"))
     push_version(store, key, make_release_dir(tmp_path / "build"), "1")
@@ -86,8 +105,19 @@ def test_fleet_of_50_devices_all_end_active_on_the_new_release(
     try:
         targets = controller.discover("edgetpu", "farm")
         assert len(targets) == 50
-        state = new_rollout("r1", "digits", "1", store.url, "edgetpu", "farm", targets, canary_pct=10,
-                            wave_size=25, abort_above_pct=10, wave_timeout=300)
+        state = new_rollout(
+            "r1",
+            "digits",
+            "1",
+            store.url,
+            "edgetpu",
+            "farm",
+            targets,
+            canary_pct=10,
+            wave_size=25,
+            abort_above_pct=10,
+            wave_timeout=300,
+        )
         assert [len(w) for w in state.waves] == [5, 25, 20]
         final = controller.run(state)
     finally:
@@ -107,7 +137,8 @@ def test_fleet_of_50_devices_all_end_active_on_the_new_release(
 
 @pytest.mark.slow
 def test_failing_canary_wave_aborts_and_every_touched_device_returns_to_the_old_release(
-        tmp_path: Path, mosquitto: Mosquitto, keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+    tmp_path: Path, mosquitto: Mosquitto, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     store = open_store(str(tmp_path / "store"))
     folder = make_release_dir(tmp_path / "build")
@@ -119,8 +150,19 @@ def test_failing_canary_wave_aborts_and_every_touched_device_returns_to_the_old_
     controller.connect()
     try:
         targets = controller.discover("edgetpu", "farm")
-        state = new_rollout("r2", "digits", "2", store.url, "edgetpu", "farm", targets, canary_pct=10,
-                            wave_size=25, abort_above_pct=10, wave_timeout=300)
+        state = new_rollout(
+            "r2",
+            "digits",
+            "2",
+            store.url,
+            "edgetpu",
+            "farm",
+            targets,
+            canary_pct=10,
+            wave_size=25,
+            abort_above_pct=10,
+            wave_timeout=300,
+        )
         final = controller.run(state)
     finally:
         controller.close()
@@ -142,15 +184,34 @@ def test_failing_canary_wave_aborts_and_every_touched_device_returns_to_the_old_
 
 
 def test_rollout_resumes_after_the_controller_is_killed(
-        tmp_path: Path, mosquitto: Mosquitto, keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+    tmp_path: Path, mosquitto: Mosquitto, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     store = open_store(str(tmp_path / "store"))
     push_version(store, key, make_release_dir(tmp_path / "build"), "1")
     fleet = Fleet(tmp_path / "devices", mosquitto, pub, 8)
     ctl = tmp_path / "ctl"
-    args = [sys.executable, "-m", "registry.cli", "rollout", "digits:1", "--fleet", "farm", "--canary", "10",
-            "--wave-size", "1", "--key", str(tmp_path / "keys" / "signing.key"), "--broker", mosquitto.url,
-            "--state-dir", str(ctl), "--store", store.url]
+    args = [
+        sys.executable,
+        "-m",
+        "registry.cli",
+        "rollout",
+        "digits:1",
+        "--fleet",
+        "farm",
+        "--canary",
+        "10",
+        "--wave-size",
+        "1",
+        "--key",
+        str(tmp_path / "keys" / "signing.key"),
+        "--broker",
+        mosquitto.url,
+        "--state-dir",
+        str(ctl),
+        "--store",
+        store.url,
+    ]
     try:
         first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -163,9 +224,24 @@ def test_rollout_resumes_after_the_controller_is_killed(
         first.wait(timeout=30)
         interrupted = load_state(ctl)
         assert interrupted.status == "running" and len(interrupted.sent) < 8
-        resumed = subprocess.run(args[:3] + ["rollout", "--resume", "last", "--key", args[args.index("--key") + 1],
-                                             "--broker", mosquitto.url, "--state-dir", str(ctl)],
-                                 capture_output=True, text=True, timeout=300, check=False)
+        resumed = subprocess.run(
+            args[:3]
+            + [
+                "rollout",
+                "--resume",
+                "last",
+                "--key",
+                args[args.index("--key") + 1],
+                "--broker",
+                mosquitto.url,
+                "--state-dir",
+                str(ctl),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     finally:
         fleet.stop()
     assert resumed.returncode == 0, resumed.stderr
@@ -175,8 +251,9 @@ def test_rollout_resumes_after_the_controller_is_killed(
     assert all(device.active() == V1 for device in fleet.devices)
 
 
-def test_rollout_from_the_oci_registry(tmp_path: Path, mosquitto: Mosquitto,
-                                       keys: Tuple[Ed25519PrivateKey, Path]) -> None:
+def test_rollout_from_the_oci_registry(
+    tmp_path: Path, mosquitto: Mosquitto, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
     key, pub = keys
     server = RegistryServer(tmp_path / "oci").start()
     try:
@@ -184,9 +261,23 @@ def test_rollout_from_the_oci_registry(tmp_path: Path, mosquitto: Mosquitto,
         push_version(store, key, make_release_dir(tmp_path / "build"), "1")
         fleet = Fleet(tmp_path / "devices", mosquitto, pub, 5)
         ids = ",".join(d.device_id for d in fleet.devices)
-        res = CliRunner().invoke(main, ["rollout", "digits:1", "--devices", ids, "--key",
-                                        str(tmp_path / "keys" / "signing.key"), "--broker", mosquitto.url,
-                                        "--state-dir", str(tmp_path / "ctl"), "--store", store.url])
+        res = CliRunner().invoke(
+            main,
+            [
+                "rollout",
+                "digits:1",
+                "--devices",
+                ids,
+                "--key",
+                str(tmp_path / "keys" / "signing.key"),
+                "--broker",
+                mosquitto.url,
+                "--state-dir",
+                str(tmp_path / "ctl"),
+                "--store",
+                store.url,
+            ],
+        )
         fleet.stop()
     finally:
         server.stop()
@@ -199,20 +290,50 @@ def test_rollout_cli_errors_are_one_line(tmp_path: Path, keys: Tuple[Ed25519Priv
     key, pub = keys
     store = open_store(str(tmp_path / "store"))
     push_version(store, key, make_release_dir(tmp_path / "build"), "1")
-    base = ["rollout", "digits:1", "--devices", "a", "--key", str(tmp_path / "keys" / "signing.key"),
-            "--state-dir", str(tmp_path / "ctl"), "--store", store.url]
+    base = [
+        "rollout",
+        "digits:1",
+        "--devices",
+        "a",
+        "--key",
+        str(tmp_path / "keys" / "signing.key"),
+        "--state-dir",
+        str(tmp_path / "ctl"),
+        "--store",
+        store.url,
+    ]
     from helpers.mosquitto import free_port
 
     down = CliRunner().invoke(main, base + ["--broker", f"mqtt://127.0.0.1:{free_port()}"])
     assert down.exit_code == 1 and "cannot reach the MQTT broker" in down.output
-    missing = CliRunner().invoke(main, ["rollout", "digits:7", "--devices", "a", "--key",
-                                        str(tmp_path / "keys" / "signing.key"), "--store", store.url])
+    missing = CliRunner().invoke(
+        main,
+        [
+            "rollout",
+            "digits:7",
+            "--devices",
+            "a",
+            "--key",
+            str(tmp_path / "keys" / "signing.key"),
+            "--store",
+            store.url,
+        ],
+    )
     assert missing.exit_code == 1 and "push it first" in missing.output
     open_store(store.url).yank("digits", "1")
-    yanked = CliRunner().invoke(main, ["rollout", "digits:1", "--devices", "a", "--key",
-                                       str(tmp_path / "keys" / "signing.key"), "--store", store.url])
+    yanked = CliRunner().invoke(
+        main,
+        [
+            "rollout",
+            "digits:1",
+            "--devices",
+            "a",
+            "--key",
+            str(tmp_path / "keys" / "signing.key"),
+            "--store",
+            store.url,
+        ],
+    )
     assert yanked.exit_code == 1 and "is yanked" in yanked.output
     nothing = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path / "none")])
     assert nothing.exit_code == 1 and "no rollout recorded" in nothing.output
-
-

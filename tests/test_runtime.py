@@ -82,8 +82,7 @@ def test_device_cpu_uses_the_cpu_twin_of_a_compiled_model(compiled_pair: Path):
     assert rt.backend == "cpu" and rt.model_path.name == "digits.tflite"
 
 
-def test_plain_model_with_a_tpu_device_switches_to_its_compiled_sibling_and_needs_the_tpu(
-        compiled_pair: Path, caplog):
+def test_plain_model_with_a_tpu_device_switches_to_its_compiled_sibling_and_needs_the_tpu(compiled_pair: Path, caplog):
     caplog.set_level(logging.INFO, logger="edge_agent.inference.runtime")
     with pytest.raises(DelegateError):  # no Edge TPU here: the sibling needs the delegate, no CPU fallback
         open_runtime(compiled_pair.with_name("digits.tflite"), device="usb")

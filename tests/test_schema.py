@@ -21,9 +21,16 @@ def load_schema() -> Dict[str, Any]:
 
 def result(**changes: Any) -> Classification:
     fields: Dict[str, Any] = dict(
-        device="cam1", model=ModelInfo("digits", "1.0.0", "sha256:" + "0f" * 32), backend="edgetpu",
-        source="rtsp://cam/stream", frame=12, captured_at=time.time(), preprocess_ms=0.5, inference_ms=2.25,
-        total_ms=3.0, top_k=[Class(3, 0.75, "three"), Class(8, 0.125, "eight")],
+        device="cam1",
+        model=ModelInfo("digits", "1.0.0", "sha256:" + "0f" * 32),
+        backend="edgetpu",
+        source="rtsp://cam/stream",
+        frame=12,
+        captured_at=time.time(),
+        preprocess_ms=0.5,
+        inference_ms=2.25,
+        total_ms=3.0,
+        top_k=[Class(3, 0.75, "three"), Class(8, 0.125, "eight")],
     )
     fields.update(changes)
     return Classification(**fields)
@@ -35,25 +42,31 @@ def test_schema_file_is_valid_and_names_the_payload_version() -> None:
     assert schema["properties"]["schema"]["const"] == SCHEMA
 
 
-@pytest.mark.parametrize("example", [
-    result(),
-    result(top_k=[], backend="cpu"),
-    result(extra={"roi": [0, 0, 10, 10]}),
-    result(model=ModelInfo("m", "", "")),
-])
+@pytest.mark.parametrize(
+    "example",
+    [
+        result(),
+        result(top_k=[], backend="cpu"),
+        result(extra={"roi": [0, 0, 10, 10]}),
+        result(model=ModelInfo("m", "", "")),
+    ],
+)
 def test_payloads_validate_against_the_schema(example: Classification) -> None:
     Draft202012Validator(load_schema()).validate(example.to_payload())
     json.dumps(example.to_payload())  # JSON-ready as it is
 
 
-@pytest.mark.parametrize("path, value", [
-    (("schema",), "edgetpu.classification/2"),
-    (("backend",), "gpu"),
-    (("frame",), -1),
-    (("top_k", 0, "score"), 1.5),
-    (("model", "digest"), "md5:abc"),
-    (("captured_at",), "yesterday"),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("schema",), "edgetpu.classification/2"),
+        (("backend",), "gpu"),
+        (("frame",), -1),
+        (("top_k", 0, "score"), 1.5),
+        (("model", "digest"), "md5:abc"),
+        (("captured_at",), "yesterday"),
+    ],
+)
 def test_schema_rejects_wrong_values(path: tuple, value: Any) -> None:
     payload = copy.deepcopy(result().to_payload())
     target = payload

@@ -24,8 +24,13 @@ class AgentProcess:
         self.produced: List[str] = []
         self.done = threading.Event()
         self._progress = threading.Condition()
-        self.proc = subprocess.Popen([sys.executable, str(HELPERS / "synthetic_agent.py"), *args],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HELPERS / "synthetic_agent.py"), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -41,8 +46,9 @@ class AgentProcess:
 
     def wait_produced(self, count: int, timeout: float = 60.0) -> None:
         with self._progress:
-            assert self._progress.wait_for(lambda: len(self.produced) >= count or self.proc.poll() is not None,
-                                           timeout), "agent made no progress"
+            assert self._progress.wait_for(
+                lambda: len(self.produced) >= count or self.proc.poll() is not None, timeout
+            ), "agent made no progress"
         assert len(self.produced) >= count, self.stderr()
 
     def kill(self) -> None:
@@ -72,12 +78,16 @@ class AgentProcess:
 @pytest.fixture
 def agent_env(tmp_path: Path, mosquitto: Mosquitto) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
-    env.update({
-        "EDGE_AGENT_MQTT_URL": mosquitto.url, "EDGE_AGENT_DEVICE_ID": "cam1",
-        "EDGE_AGENT_STATE_DIR": str(tmp_path / "state"), "EDGE_AGENT_MQTT_KEEPALIVE": "5",
-        "EDGE_AGENT_MQTT_STATS_INTERVAL": "0",
-        "PYTHONPATH": os.pathsep.join([str(HELPERS.parent.parent), env.get("PYTHONPATH", "")]),
-    })
+    env.update(
+        {
+            "EDGE_AGENT_MQTT_URL": mosquitto.url,
+            "EDGE_AGENT_DEVICE_ID": "cam1",
+            "EDGE_AGENT_STATE_DIR": str(tmp_path / "state"),
+            "EDGE_AGENT_MQTT_KEEPALIVE": "5",
+            "EDGE_AGENT_MQTT_STATS_INTERVAL": "0",
+            "PYTHONPATH": os.pathsep.join([str(HELPERS.parent.parent), env.get("PYTHONPATH", "")]),
+        }
+    )
     return env
 
 
@@ -95,8 +105,9 @@ def start_agent(agents: List[AgentProcess], env: Dict[str, str], *args: str) -> 
     return agent
 
 
-def test_results_accepted_before_a_sigkill_arrive_after_restart(mosquitto: Mosquitto, agent_env: Dict[str, str],
-                                                                 agents: List[AgentProcess]) -> None:
+def test_results_accepted_before_a_sigkill_arrive_after_restart(
+    mosquitto: Mosquitto, agent_env: Dict[str, str], agents: List[AgentProcess]
+) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
     try:
         first = start_agent(agents, agent_env, "--count", "100000", "--interval", "0.002")
@@ -116,7 +127,8 @@ def test_results_accepted_before_a_sigkill_arrive_after_restart(mosquitto: Mosqu
 
 
 def test_last_will_offline_after_sigkill_and_retained_online_after_restart(
-        mosquitto: Mosquitto, agent_env: Dict[str, str], agents: List[AgentProcess]) -> None:
+    mosquitto: Mosquitto, agent_env: Dict[str, str], agents: List[AgentProcess]
+) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/status")
     try:
         first = start_agent(agents, agent_env, "--count", "1", "--hold")
@@ -135,8 +147,9 @@ def test_last_will_offline_after_sigkill_and_retained_online_after_restart(
         late.close()
 
 
-def test_sigterm_flushes_publishes_offline_and_exits_cleanly(mosquitto: Mosquitto, agent_env: Dict[str, str],
-                                                             agents: List[AgentProcess]) -> None:
+def test_sigterm_flushes_publishes_offline_and_exits_cleanly(
+    mosquitto: Mosquitto, agent_env: Dict[str, str], agents: List[AgentProcess]
+) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/#")
     try:
         agent = start_agent(agents, agent_env, "--count", "50", "--hold")
@@ -152,8 +165,9 @@ def test_sigterm_flushes_publishes_offline_and_exits_cleanly(mosquitto: Mosquitt
     assert "received SIGTERM: stopping" in log and "0 messages left in the outbox" in log
 
 
-def test_agent_starts_and_queues_when_the_broker_is_down(tmp_path: Path, agent_env: Dict[str, str],
-                                                         agents: List[AgentProcess]) -> None:
+def test_agent_starts_and_queues_when_the_broker_is_down(
+    tmp_path: Path, agent_env: Dict[str, str], agents: List[AgentProcess]
+) -> None:
     down = Mosquitto(tmp_path / "down").start()
     sub = Subscriber(down.host, down.port, "edgetpu/cam1/classification")  # persistent session
     down.stop()

@@ -43,8 +43,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def env(tmp_path: Path, mosquitto: Mosquitto) -> Dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
-    out.update({"EDGE_AGENT_MQTT_URL": mosquitto.url, "EDGE_AGENT_DEVICE_ID": "cam1",
-                "EDGE_AGENT_STATE_DIR": str(tmp_path / "state"), "EDGE_AGENT_MQTT_STATS_INTERVAL": "0"})
+    out.update(
+        {
+            "EDGE_AGENT_MQTT_URL": mosquitto.url,
+            "EDGE_AGENT_DEVICE_ID": "cam1",
+            "EDGE_AGENT_STATE_DIR": str(tmp_path / "state"),
+            "EDGE_AGENT_MQTT_STATS_INTERVAL": "0",
+        }
+    )
     return out
 
 
@@ -59,8 +65,9 @@ def procs() -> Iterator[List[subprocess.Popen]]:
 
 
 def agent(procs: List[subprocess.Popen], env: Dict[str, str], *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([str(AGENT), "-v", "run", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(AGENT), "-v", "run", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     procs.append(proc)
     return proc
 
@@ -80,8 +87,8 @@ def outbox_rows(state_dir: Path) -> Dict[str, int]:
 
 
 def test_run_killed_mid_run_delivers_everything_it_produced_after_restart(
-        mosquitto: Mosquitto, env: Dict[str, str], clip: Path, tmp_path: Path,
-        procs: List[subprocess.Popen]) -> None:
+    mosquitto: Mosquitto, env: Dict[str, str], clip: Path, tmp_path: Path, procs: List[subprocess.Popen]
+) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/classification")
     try:
         first = agent(procs, env, "-i", str(clip), "--max-fps", "200")
@@ -95,8 +102,9 @@ def test_run_killed_mid_run_delivers_everything_it_produced_after_restart(
         mosquitto.start()
         second = agent(procs, env)  # the bundled sample images: 20 frames, then a clean exit
         assert second.wait(timeout=120) == 0
-        assert sub.wait_until(lambda s: set(frames_from(s, "digits.avi")) >= set(pending)
-                              and len(frames_from(s, ".png")) == 20)
+        assert sub.wait_until(
+            lambda s: set(frames_from(s, "digits.avi")) >= set(pending) and len(frames_from(s, ".png")) == 20
+        )
     finally:
         sub.close()
     received = frames_from(sub, "digits.avi")
@@ -106,7 +114,8 @@ def test_run_killed_mid_run_delivers_everything_it_produced_after_restart(
 
 
 def test_run_last_will_after_sigkill_then_retained_online_after_restart(
-        mosquitto: Mosquitto, env: Dict[str, str], clip: Path, procs: List[subprocess.Popen]) -> None:
+    mosquitto: Mosquitto, env: Dict[str, str], clip: Path, procs: List[subprocess.Popen]
+) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/status")
     try:
         first = agent(procs, env, "-i", str(clip), "--max-fps", "20")
@@ -126,8 +135,9 @@ def test_run_last_will_after_sigkill_then_retained_online_after_restart(
         late.close()
 
 
-def test_run_stops_cleanly_on_sigterm(mosquitto: Mosquitto, env: Dict[str, str], clip: Path,
-                                      tmp_path: Path, procs: List[subprocess.Popen]) -> None:
+def test_run_stops_cleanly_on_sigterm(
+    mosquitto: Mosquitto, env: Dict[str, str], clip: Path, tmp_path: Path, procs: List[subprocess.Popen]
+) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam1/#")
     try:
         proc = agent(procs, env, "-i", str(clip), "--max-fps", "100")
@@ -142,12 +152,23 @@ def test_run_stops_cleanly_on_sigterm(mosquitto: Mosquitto, env: Dict[str, str],
     assert frames == list(range(len(frames)))
 
 
-def test_classify_publishes_schema_valid_results_for_the_sample_images(mosquitto: Mosquitto,
-                                                                       tmp_path: Path) -> None:
+def test_classify_publishes_schema_valid_results_for_the_sample_images(mosquitto: Mosquitto, tmp_path: Path) -> None:
     sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/#")
     try:
-        result = CliRunner().invoke(main, ["classify", "--mqtt", mosquitto.url, "--device-id", "bench1",
-                                           "-o", "none", "--state-dir", str(tmp_path / "s")])
+        result = CliRunner().invoke(
+            main,
+            [
+                "classify",
+                "--mqtt",
+                mosquitto.url,
+                "--device-id",
+                "bench1",
+                "-o",
+                "none",
+                "--state-dir",
+                str(tmp_path / "s"),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert sub.wait_until(lambda s: len(s.on("/classification")) >= 20 and s.on("/status")[-1:] == [b"offline"])
     finally:
@@ -160,12 +181,15 @@ def test_classify_publishes_schema_valid_results_for_the_sample_images(mosquitto
     assert json.loads(sub.on("/model")[0])["backend"] == "cpu"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--mqtt", "mqtt://broker:notaport"], "port"),
-    (["--mqtt", "tcp:/x"], "no host"),
-    (["--mqtt", "mqtt://h", "--mqtt-protocol", "4"], "Invalid value for '--mqtt-protocol'"),
-    (["--mqtt", "mqtts://h", "--mqtt-ca", "/nonexistent/ca.pem"], "mqtt.ca_file: no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mqtt", "mqtt://broker:notaport"], "port"),
+        (["--mqtt", "tcp:/x"], "no host"),
+        (["--mqtt", "mqtt://h", "--mqtt-protocol", "4"], "Invalid value for '--mqtt-protocol'"),
+        (["--mqtt", "mqtts://h", "--mqtt-ca", "/nonexistent/ca.pem"], "mqtt.ca_file: no such file"),
+    ],
+)
 def test_bad_mqtt_options_give_one_clear_line(args: List[str], message: str) -> None:
     result = CliRunner().invoke(main, ["classify", *args])
     assert result.exit_code == 2 and message in result.output
@@ -178,19 +202,37 @@ def test_wrong_password_stops_classify_with_one_line(tmp_path: Path) -> None:
     with Mosquitto(tmp_path / "b", extra_config=[f"password_file {passwd}", "allow_anonymous false"]) as broker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
         env["EDGE_AGENT_MQTT_PASSWORD"] = "wrong"
-        proc = subprocess.run([str(AGENT), "classify", "--mqtt", broker.url, "--mqtt-user", "agent", "-o", "none",
-                               "--state-dir", str(tmp_path / "s")], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                str(AGENT),
+                "classify",
+                "--mqtt",
+                broker.url,
+                "--mqtt-user",
+                "agent",
+                "-o",
+                "none",
+                "--state-dir",
+                str(tmp_path / "s"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "refused the login" in errors[0] and "wrong" not in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_run_takes_the_file_then_the_environment_then_flags(mosquitto: Mosquitto, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_takes_the_file_then_the_environment_then_flags(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(f'device_id = "from-file"\ntop_k = 2\n[mqtt]\nurl = "{mosquitto.url}"\n'
-                      f'topic_prefix = "farm"\nqos = 0\nstats_interval = 0\n')
+    config.write_text(
+        f'device_id = "from-file"\ntop_k = 2\n[mqtt]\nurl = "{mosquitto.url}"\n'
+        f'topic_prefix = "farm"\nqos = 0\nstats_interval = 0\n'
+    )
     monkeypatch.setenv("EDGE_AGENT_DEVICE_ID", "from-env")
     monkeypatch.setenv("EDGE_AGENT_MQTT_QOS", "1")
     monkeypatch.setenv("EDGE_AGENT_STATE_DIR", str(tmp_path / "state"))

@@ -44,9 +44,15 @@ def agent(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Tuple[AgentUpdates, 
     priv, pub = generate_keypair(tmp_path / "keys")
     store = open_store(str(tmp_path / "store"))
     push_version(store, load_private_key(priv), make_release_dir(tmp_path / "build"), "1")
-    config = load_config(environ={}, overrides={"mqtt": {"url": mosquitto.url}, "device_id": "cam-1",
-                                                "state_dir": str(tmp_path / "state"),
-                                                "updates": {"enabled": True, "trust": str(pub), "fleet": "farm"}})
+    config = load_config(
+        environ={},
+        overrides={
+            "mqtt": {"url": mosquitto.url},
+            "device_id": "cam-1",
+            "state_dir": str(tmp_path / "state"),
+            "updates": {"enabled": True, "trust": str(pub), "fleet": "farm"},
+        },
+    )
     classifier = build_classifier(MODEL, None, device="cpu", device_id="cam-1")
     session = PublishingSession(config, model_announcement(classifier.model, classifier.runtime.backend)).start()
     updates = AgentUpdates(config, session, classifier, release_opener(config))
@@ -59,13 +65,17 @@ def agent(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Tuple[AgentUpdates, 
 
 
 def test_fleet_command_swaps_the_running_classifier_and_rollback_restores_it(
-        agent: Tuple[AgentUpdates, object, Path, str], mosquitto: Mosquitto) -> None:
+    agent: Tuple[AgentUpdates, object, Path, str], mosquitto: Mosquitto
+) -> None:
     updates, classifier, priv, store = agent
     builtin = classifier.runtime  # type: ignore[attr-defined]
     key = load_private_key(priv)
     watch = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam-1/#")
-    send(mosquitto, fleet_topic("edgetpu", "farm"),
-         Command("r1", "install", "digits", "1", store, int(time.time())).sign(key))
+    send(
+        mosquitto,
+        fleet_topic("edgetpu", "farm"),
+        Command("r1", "install", "digits", "1", store, int(time.time())).sign(key),
+    )
     assert watch.wait_until(lambda s: any(m["state"] == "active" for m in s.json_on("rollout/status")), 120)
     assert [m["state"] for m in watch.json_on("rollout/status")][-1] == "active"
     assert classifier.model.version == "1"  # type: ignore[attr-defined]
@@ -75,16 +85,18 @@ def test_fleet_command_swaps_the_running_classifier_and_rollback_restores_it(
     announced = [m for m in watch.json_on("/model") if m.get("version") == "1"][-1]
     assert announced["fleet"] == "farm" and announced["digest"].startswith("sha256:")
 
-    send(mosquitto, "edgetpu/cam-1/rollout",
-         Command("r1", "rollback", "digits", "1", store, int(time.time())).sign(key))
+    send(
+        mosquitto, "edgetpu/cam-1/rollout", Command("r1", "rollback", "digits", "1", store, int(time.time())).sign(key)
+    )
     assert watch.wait_until(lambda s: s.json_on("rollout/status")[-1]["state"] == "rolled_back", 60)
     assert classifier.runtime is builtin  # type: ignore[attr-defined]
     watch.client.disconnect()
     watch.client.loop_stop()
 
 
-def test_controller_discovers_the_agent_by_its_fleet(agent: Tuple[AgentUpdates, object, Path, str],
-                                                     mosquitto: Mosquitto, tmp_path: Path) -> None:
+def test_controller_discovers_the_agent_by_its_fleet(
+    agent: Tuple[AgentUpdates, object, Path, str], mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     _updates, _classifier, priv, _store = agent
     controller = Controller(mosquitto.url, load_private_key(priv), tmp_path / "ctl")
     controller.connect()

@@ -30,8 +30,13 @@ V2 = {"name": "digits", "version": "2"}
 
 
 def device(state: Path, pub: Path, command: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(DEVICE), str(state), str(pub), str(command), *extra],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, str(DEVICE), str(state), str(pub), str(command), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def report(proc: subprocess.CompletedProcess[str]) -> Dict[str, Any]:
@@ -51,20 +56,29 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     push_version(store, key, folder, "2")
     for version in ("1", "2"):
         (root / f"cmd{version}.json").write_bytes(
-            Command(f"rollout-{version}", "install", "digits", version, store.url, int(time.time())).sign(key))
+            Command(f"rollout-{version}", "install", "digits", version, store.url, int(time.time())).sign(key)
+        )
     first = report(device(root / "state", pub, root / "cmd1.json"))
     assert first["active"] == V1
     return {"root": root, "pub": pub, "state": root / "state", "cmd2": root / "cmd2.json"}
 
 
 # (step the agent dies at, release a retry of the same command ends on)
-STEPS = [("download", V2), ("download_chunk", V2), ("verify", V2), ("validate", V2), ("swap", V2),
-         ("health_check", V1), ("health_check_running", V1)]
+STEPS = [
+    ("download", V2),
+    ("download_chunk", V2),
+    ("verify", V2),
+    ("validate", V2),
+    ("swap", V2),
+    ("health_check", V1),
+    ("health_check_running", V1),
+]
 
 
 @pytest.mark.parametrize(("step", "after_retry"), STEPS, ids=[s for s, _ in STEPS])
 def test_agent_killed_during_an_update_restarts_into_a_working_model(
-        prepared: Dict[str, Path], tmp_path: Path, step: str, after_retry: Dict[str, str]) -> None:
+    prepared: Dict[str, Path], tmp_path: Path, step: str, after_retry: Dict[str, str]
+) -> None:
     state = tmp_path / "state"
     shutil.copytree(prepared["state"], state)
     expected: List[int] = run_model(BUILTIN_MODEL, sample_inputs(2))

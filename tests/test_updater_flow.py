@@ -42,25 +42,41 @@ def env(tmp_path: Path) -> Tuple[Ed25519PrivateKey, str, Updater, Recorder]:
     for version in ("1", "2", "3"):
         push_version(store, key, folder, version)
     rec = Recorder()
-    updater = Updater(tmp_path / "state", TrustedKeys.from_paths([pub]), "cam-1", 14, rec.statuses.append,
-                      rec.activate, publish_model=rec.models.append, fleet="farm")
+    updater = Updater(
+        tmp_path / "state",
+        TrustedKeys.from_paths([pub]),
+        "cam-1",
+        14,
+        rec.statuses.append,
+        rec.activate,
+        publish_model=rec.models.append,
+        fleet="farm",
+    )
     assert updater.start() is None
     return key, store.url, updater, rec
 
 
-def cmd(key: Ed25519PrivateKey, store: str, version: str, action: str = "install", rollout: str = "",
-        **kw: Any) -> bytes:
-    return Command(rollout or f"r{version}{action}", action, "digits", version, store, int(time.time()),
-                   **kw).sign(key)
+def cmd(
+    key: Ed25519PrivateKey, store: str, version: str, action: str = "install", rollout: str = "", **kw: Any
+) -> bytes:
+    return Command(rollout or f"r{version}{action}", action, "digits", version, store, int(time.time()), **kw).sign(key)
 
 
 def test_install_reports_each_step_and_announces_the_new_model(
-        env: Tuple[Ed25519PrivateKey, str, Updater, Recorder]) -> None:
+    env: Tuple[Ed25519PrivateKey, str, Updater, Recorder],
+) -> None:
     key, store, updater, rec = env
     final = updater.process(cmd(key, store, "1"))
     assert final is not None and final["state"] == "active"
-    assert [s["state"] for s in rec.statuses] == ["received", "downloading", "verifying", "validating",
-                                                  "activating", "health_check", "active"]
+    assert [s["state"] for s in rec.statuses] == [
+        "received",
+        "downloading",
+        "verifying",
+        "validating",
+        "activating",
+        "health_check",
+        "active",
+    ]
     assert rec.models[-1]["version"] == "1" and rec.models[-1]["fleet"] == "farm"
     assert rec.models[-1]["digest"].startswith("sha256:")
     release = updater.active_release()
@@ -69,7 +85,8 @@ def test_install_reports_each_step_and_announces_the_new_model(
 
 
 def test_failed_health_check_returns_to_the_previous_release(
-        env: Tuple[Ed25519PrivateKey, str, Updater, Recorder]) -> None:
+    env: Tuple[Ed25519PrivateKey, str, Updater, Recorder],
+) -> None:
     key, store, updater, rec = env
     updater.process(cmd(key, store, "1"))
     rec.healthy = False
@@ -130,9 +147,11 @@ def test_commands_run_on_the_worker_thread(env: Tuple[Ed25519PrivateKey, str, Up
 
 
 def test_device_side_imports_stay_light() -> None:
-    code = ("import sys, edge_agent.updating.updater, edge_agent.updating.validate, release_contract.fetch, "
-            "release_contract.protocol; "
-            "heavy = [m for m in ('tensorflow', 'oras', 'docker', 'requests') if m in sys.modules]; "
-            "print(heavy); sys.exit(1 if heavy else 0)")
+    code = (
+        "import sys, edge_agent.updating.updater, edge_agent.updating.validate, release_contract.fetch, "
+        "release_contract.protocol; "
+        "heavy = [m for m in ('tensorflow', 'oras', 'docker', 'requests') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -29,8 +29,9 @@ class Device:
     def __init__(self, state: Path, pub: Path, **kwargs: Any) -> None:
         self.statuses: List[Dict[str, Any]] = []
         self.inputs = sample_inputs(1)
-        self.updater = Updater(state, TrustedKeys.from_paths([pub]), "dev-1", 14, self.statuses.append,
-                               self.activate, **kwargs)
+        self.updater = Updater(
+            state, TrustedKeys.from_paths([pub]), "dev-1", 14, self.statuses.append, self.activate, **kwargs
+        )
         self.updater.start()
 
     def activate(self, release: Optional[ActiveRelease]) -> bool:
@@ -64,8 +65,15 @@ def setup(tmp_path: Path) -> Iterator[Tuple[Ed25519PrivateKey, LocalStore, Devic
 
 
 def command(key: Ed25519PrivateKey, version: str, store: str, rollout: str = "", **kwargs: Any) -> bytes:
-    return Command(id=rollout or f"r-{version}-{time.monotonic_ns()}", action="install", name="digits",
-                   version=version, store=store, issued_at=int(time.time()), **kwargs).sign(key)
+    return Command(
+        id=rollout or f"r-{version}-{time.monotonic_ns()}",
+        action="install",
+        name="digits",
+        version=version,
+        store=store,
+        issued_at=int(time.time()),
+        **kwargs,
+    ).sign(key)
 
 
 def refused(device: Device, payload: bytes, state: str, reason: str) -> None:
@@ -90,8 +98,14 @@ def crafted(version: str, files: Dict[str, bytes], **changes: Any) -> Tuple[Mani
     roles = {"model.tflite": "cpu_model", "labels.txt": "labels"}
     entries = {roles.get(n, n): FileEntry(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()}
     now = time.time()
-    base: Dict[str, Any] = dict(name="digits", version=version, files=entries, input={"shape": [1, 32, 32, 3]},
-                                created_at=format_time_from(now), expires_at=format_time_from(now + 86400))
+    base: Dict[str, Any] = dict(
+        name="digits",
+        version=version,
+        files=entries,
+        input={"shape": [1, 32, 32, 3]},
+        created_at=format_time_from(now),
+        expires_at=format_time_from(now + 86400),
+    )
     base.update(changes)
     return Manifest(**base), files
 
@@ -114,16 +128,18 @@ def test_unsigned_manifest_is_refused(setup: Tuple[Ed25519PrivateKey, LocalStore
     refused(device, command(key, "3", store.url), "rejected", "not signed")
 
 
-def test_release_signed_by_an_unpinned_key_is_refused(tmp_path: Path,
-                                                      setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_release_signed_by_an_unpinned_key_is_refused(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     stranger = load_private_key(generate_keypair(tmp_path / "stranger")[0])
     push_version(store, stranger, make_release_dir(tmp_path / "b3"), "3")
     refused(device, command(key, "3", store.url), "rejected", "untrusted key")
 
 
-def test_older_version_is_refused_as_a_replay(tmp_path: Path,
-                                              setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_older_version_is_refused_as_a_replay(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b1"), "1")
     refused(device, command(key, "1", store.url), "rejected", "not newer")
@@ -137,14 +153,16 @@ def test_expired_manifest_is_refused(tmp_path: Path, setup: Tuple[Ed25519Private
 
 
 def test_runtime_older_than_the_release_needs_is_refused(
-        tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3", min_runtime=15)
     refused(device, command(key, "3", store.url), "rejected", "needs Edge TPU runtime 15")
 
 
-def test_file_whose_hash_differs_is_refused(tmp_path: Path,
-                                            setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_file_whose_hash_differs_is_refused(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     model = store.root / "digits" / "3" / "model.tflite"
@@ -154,8 +172,9 @@ def test_file_whose_hash_differs_is_refused(tmp_path: Path,
     refused(device, command(key, "3", store.url), "rejected", "sha256 differs")
 
 
-def test_file_shorter_than_signed_is_refused(tmp_path: Path,
-                                             setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_file_shorter_than_signed_is_refused(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     model = store.root / "digits" / "3" / "model.tflite"
@@ -163,8 +182,9 @@ def test_file_shorter_than_signed_is_refused(tmp_path: Path,
     refused(device, command(key, "3", store.url), "failed", "stream ended")
 
 
-def test_file_longer_than_signed_is_cut_off(tmp_path: Path,
-                                           setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_file_longer_than_signed_is_cut_off(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     model = store.root / "digits" / "3" / "model.tflite"
@@ -172,8 +192,9 @@ def test_file_longer_than_signed_is_cut_off(tmp_path: Path,
     refused(device, command(key, "3", store.url), "failed", "more than the signed size")
 
 
-def test_labels_file_from_another_release_is_refused(tmp_path: Path,
-                                                     setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_labels_file_from_another_release_is_refused(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     other_labels = tmp_path / "other.txt"
     other_labels.write_bytes(LABELS.upper())  # same size, other content
@@ -187,7 +208,8 @@ def test_labels_file_from_another_release_is_refused(tmp_path: Path,
 
 @pytest.mark.parametrize("bad_name", ["../evil.tflite", "/etc/evil", "sub/model.tflite", ".."])
 def test_manifest_naming_a_path_outside_the_release_is_refused(
-        tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device], bad_name: str) -> None:
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device], bad_name: str
+) -> None:
     key, store, device = setup
     manifest, _ = crafted("3", {"model.tflite": MODEL, "labels.txt": LABELS})
     files = dict(manifest.files)
@@ -200,7 +222,8 @@ def test_manifest_naming_a_path_outside_the_release_is_refused(
 
 
 def test_commands_that_are_unsigned_or_malformed_are_refused(
-        tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     body = Command("r9", "install", "digits", "3", store.url, int(time.time())).to_dict()
@@ -218,7 +241,8 @@ def test_commands_that_are_unsigned_or_malformed_are_refused(
 
 
 def test_crafted_model_fails_validation_without_harming_the_agent(
-        tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     folder = make_release_dir(tmp_path / "b3")
     (folder / "digits.tflite").write_bytes(b"TFL3" + b"\xff" * 5000)
@@ -227,24 +251,27 @@ def test_crafted_model_fails_validation_without_harming_the_agent(
     assert not (device.updater.state.root / "releases" / "digits" / "3").exists()
 
 
-def test_validation_enforces_its_memory_limit(tmp_path: Path,
-                                             setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_validation_enforces_its_memory_limit(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     device.updater.validation_memory_mb = 40
     refused(device, command(key, "3", store.url), "rejected", "validation failed")
 
 
-def test_validation_enforces_its_time_limit(tmp_path: Path,
-                                           setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_validation_enforces_its_time_limit(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     device.updater.validation_timeout = 0.01
     refused(device, command(key, "3", store.url), "rejected", "timed out")
 
 
-def test_golden_input_must_give_the_signed_answer(tmp_path: Path,
-                                                  setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+def test_golden_input_must_give_the_signed_answer(
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     golden = sample_inputs(1)[0].tobytes()
     top1 = run_model(ROOT / "models" / "digits_int8.tflite", sample_inputs(1))[0]
@@ -268,9 +295,18 @@ class EndlessBlobs(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         digest = "sha256:" + hashlib.sha256(self.envelope).hexdigest()
         if "/manifests/" in self.path:
-            body = json.dumps({"schemaVersion": 2, "layers": [
-                {"digest": digest, "size": len(self.envelope),
-                 "annotations": {"org.opencontainers.image.title": "release.json"}}]}).encode()
+            body = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "layers": [
+                        {
+                            "digest": digest,
+                            "size": len(self.envelope),
+                            "annotations": {"org.opencontainers.image.title": "release.json"},
+                        }
+                    ],
+                }
+            ).encode()
         elif self.path.endswith(digest):
             body = self.envelope
         else:
@@ -291,7 +327,8 @@ class EndlessBlobs(BaseHTTPRequestHandler):
 
 
 def test_server_streaming_far_more_than_declared_is_cut_off(
-        tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]) -> None:
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device]
+) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
     EndlessBlobs.envelope = store.envelope("digits", "3")
@@ -328,7 +365,8 @@ class DrippingBlobs(EndlessBlobs):
 
 
 def test_server_dripping_bytes_is_cut_off_by_the_time_budget(
-        tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, setup: Tuple[Ed25519PrivateKey, LocalStore, Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import release_contract.fetch
 
     key, store, device = setup

@@ -30,9 +30,15 @@ def test_rollout_swaps_the_model_without_stopping_the_frame_loop(tmp_path: Path,
     key = load_private_key(priv)
     store = open_store(str(tmp_path / "store"))
     push_version(store, key, make_release_dir(tmp_path / "build"), "1")
-    config = load_config(environ={}, overrides={
-        "mqtt": {"url": mosquitto.url}, "device_id": "cam-9", "state_dir": str(tmp_path / "state"),
-        "updates": {"enabled": True, "trust": str(pub), "fleet": "farm"}})
+    config = load_config(
+        environ={},
+        overrides={
+            "mqtt": {"url": mosquitto.url},
+            "device_id": "cam-9",
+            "state_dir": str(tmp_path / "state"),
+            "updates": {"enabled": True, "trust": str(pub), "fleet": "farm"},
+        },
+    )
     classifier = build_classifier(ROOT / "models" / "digits_int8.tflite", None, device="cpu", device_id="cam-9")
     versions: List[str] = []
     stop = threading.Event()
@@ -49,8 +55,11 @@ def test_rollout_swaps_the_model_without_stopping_the_frame_loop(tmp_path: Path,
             stop_event.wait(0.02)
 
     announcement = model_announcement(classifier.model, classifier.runtime.backend)
-    agent = threading.Thread(target=run_service, args=(config, frame_loop),
-                             kwargs={"model_info": announcement, "stop": stop, "classifier": classifier})
+    agent = threading.Thread(
+        target=run_service,
+        args=(config, frame_loop),
+        kwargs={"model_info": announcement, "stop": stop, "classifier": classifier},
+    )
     watch = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/cam-9/#")
     agent.start()
     try:
@@ -58,9 +67,12 @@ def test_rollout_swaps_the_model_without_stopping_the_frame_loop(tmp_path: Path,
         sender = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-controller")
         sender.connect(mosquitto.host, mosquitto.port, 30)
         sender.loop_start()
-        info = sender.publish(fleet_topic("edgetpu", "farm"),
-                              Command("r1", "install", "digits", "1", store.url, int(time.time())).sign(key),
-                              qos=1, retain=True)
+        info = sender.publish(
+            fleet_topic("edgetpu", "farm"),
+            Command("r1", "install", "digits", "1", store.url, int(time.time())).sign(key),
+            qos=1,
+            retain=True,
+        )
         info.wait_for_publish(10)
         assert info.is_published()
         sender.disconnect()
@@ -77,5 +89,3 @@ def test_rollout_swaps_the_model_without_stopping_the_frame_loop(tmp_path: Path,
     assert len(set(versions[:first_new])) == 1 and versions[0] != "1"
     announced = [m for m in watch.json_on("/model") if m.get("version") == "1"]
     assert announced and announced[-1]["fleet"] == "farm"
-
-

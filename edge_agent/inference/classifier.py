@@ -33,9 +33,18 @@ class Classifier:
     it is safe to call from another thread.
     """
 
-    def __init__(self, runtime: Runtime, labels: Dict[int, str], model: ModelInfo, device_id: str,
-                 norm: Optional[Normalization] = None, keep_aspect: bool = False, k: int = 3,
-                 threshold: float = 0.0, labels_path: Optional[Path] = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        labels: Dict[int, str],
+        model: ModelInfo,
+        device_id: str,
+        norm: Optional[Normalization] = None,
+        keep_aspect: bool = False,
+        k: int = 3,
+        threshold: float = 0.0,
+        labels_path: Optional[Path] = None,
+    ) -> None:
         self.device_id = device_id
         self.norm = norm or Normalization()
         self.keep_aspect = keep_aspect
@@ -65,8 +74,13 @@ class Classifier:
         size, channels, dtype, quant = spec
         return preprocess(image, size, channels, dtype, quant, self.norm, self.keep_aspect), spec
 
-    def classify(self, frame: Frame, tensor: Optional[np.ndarray] = None, spec: Optional[Tuple[Any, ...]] = None,
-                 preprocess_ms: float = 0.0) -> Classification:
+    def classify(
+        self,
+        frame: Frame,
+        tensor: Optional[np.ndarray] = None,
+        spec: Optional[Tuple[Any, ...]] = None,
+        preprocess_ms: float = 0.0,
+    ) -> Classification:
         """Classify one frame; ``tensor`` is the output of :meth:`prepare` when done ahead."""
         with self._lock:
             runtime, labels, model = self.runtime, self.labels, self.model
@@ -81,16 +95,22 @@ class Classifier:
         inference_ms = (t2 - t1) * 1000
         total_ms = preprocess_ms + inference_ms + (time.perf_counter() - t2) * 1000
         return Classification(
-            device=self.device_id, model=model, backend=runtime.backend, source=frame.source,
-            frame=frame.index, captured_at=frame.captured_at, preprocess_ms=preprocess_ms,
-            inference_ms=inference_ms, total_ms=total_ms, top_k=classes,
+            device=self.device_id,
+            model=model,
+            backend=runtime.backend,
+            source=frame.source,
+            frame=frame.index,
+            captured_at=frame.captured_at,
+            preprocess_ms=preprocess_ms,
+            inference_ms=inference_ms,
+            total_ms=total_ms,
+            top_k=classes,
         )
 
 
 def model_info(runtime: Runtime, name: Optional[str] = None, version: str = "local") -> ModelInfo:
     """Identity of the model a runtime runs: name from the file (without ``_edgetpu``), version, digest."""
     return ModelInfo(name=name or model_stem(runtime.model_path), version=version, digest=runtime.digest)
-
 
 
 def default_labels(model: Path) -> Optional[Path]:
@@ -103,10 +123,20 @@ def default_labels(model: Path) -> Optional[Path]:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def build_classifier(model: Path, labels: Optional[Path], device: str = "auto", runtime: str = "auto",
-                     threads: int = 2, norm: Optional[Normalization] = None, keep_aspect: bool = False,
-                     k: int = 3, threshold: float = 0.0, device_id: str = "local",
-                     name: Optional[str] = None, version: str = "local") -> Classifier:
+def build_classifier(
+    model: Path,
+    labels: Optional[Path],
+    device: str = "auto",
+    runtime: str = "auto",
+    threads: int = 2,
+    norm: Optional[Normalization] = None,
+    keep_aspect: bool = False,
+    k: int = 3,
+    threshold: float = 0.0,
+    device_id: str = "local",
+    name: Optional[str] = None,
+    version: str = "local",
+) -> Classifier:
     """Open the model (Edge TPU or CPU, see :func:`edge_agent.inference.runtime.open_runtime`) and its labels.
 
     Raises ModelError, DelegateError or ConfigError.
@@ -116,5 +146,14 @@ def build_classifier(model: Path, labels: Optional[Path], device: str = "auto", 
     label_map = load_labels(labels_path) if labels_path else {}
     if labels_path is None:
         log.info("no labels file given or found beside %s: classes show as numbers", model)
-    return Classifier(rt, label_map, model_info(rt, name, version), device_id, norm=norm,
-                      keep_aspect=keep_aspect, k=k, threshold=threshold, labels_path=labels_path)
+    return Classifier(
+        rt,
+        label_map,
+        model_info(rt, name, version),
+        device_id,
+        norm=norm,
+        keep_aspect=keep_aspect,
+        k=k,
+        threshold=threshold,
+        labels_path=labels_path,
+    )

@@ -35,5 +35,9 @@ def load_labels(path: Path) -> Dict[int, str]:
 def check_labels(labels: Dict[int, str], num_classes: int, path: Path) -> None:
     """Warn (once) when a labels file does not match the model's number of classes."""
     if labels and (len(labels) != num_classes or max(labels) >= num_classes):
-        log.warning("labels file %s has %d labels but the model has %d classes; unmatched ids show as numbers",
-                    path, len(labels), num_classes)
+        log.warning(
+            "labels file %s has %d labels but the model has %d classes; unmatched ids show as numbers",
+            path,
+            len(labels),
+            num_classes,
+        )

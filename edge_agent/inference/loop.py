@@ -53,8 +53,15 @@ class FrameLoop:
     re-raised on the caller's thread by :meth:`run`.
     """
 
-    def __init__(self, classifier: Classifier, source: Source, sinks: List[Sink], count: Optional[int] = None,
-                 fps: Optional[float] = None, stop: Optional[threading.Event] = None) -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        source: Source,
+        sinks: List[Sink],
+        count: Optional[int] = None,
+        fps: Optional[float] = None,
+        stop: Optional[threading.Event] = None,
+    ) -> None:
         self.classifier = classifier
         self.source = source
         self.sinks = sinks

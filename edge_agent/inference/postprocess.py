@@ -27,5 +27,8 @@ def top_k(scores: np.ndarray, k: int, threshold: float, labels: Dict[int, str]) 
         return []
     idx = np.argpartition(-scores, k - 1)[:k]
     idx = idx[np.argsort(-scores[idx], kind="stable")]
-    return [Class(id=int(i), score=float(scores[i]), label=labels.get(int(i), str(int(i))))
-            for i in idx if scores[i] >= threshold]
+    return [
+        Class(id=int(i), score=float(scores[i]), label=labels.get(int(i), str(int(i))))
+        for i in idx
+        if scores[i] >= threshold
+    ]

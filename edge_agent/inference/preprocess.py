@@ -18,7 +18,6 @@ from edge_agent.errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Normalization:
     """Pixel normalization the model expects: ``float_input = (pixel - mean) / std``.
@@ -58,7 +57,8 @@ def resize(image: np.ndarray, size: Tuple[int, int], keep_aspect: bool = False) 
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     canvas = np.zeros((height, width, image.shape[2]), dtype=np.uint8)
     canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR).reshape(
-        new_h, new_w, image.shape[2])
+        new_h, new_w, image.shape[2]
+    )
     return canvas
 
 
@@ -86,12 +86,17 @@ def quantize_input(pixels: np.ndarray, dtype: type, quant: Tuple[float, int], no
     return np.clip(np.rint(values), info.min, info.max).astype(dtype)
 
 
-def preprocess(image: np.ndarray, size: Tuple[int, int], channels: int, dtype: type,
-               quant: Tuple[float, int], norm: Normalization, keep_aspect: bool = False) -> np.ndarray:
+def preprocess(
+    image: np.ndarray,
+    size: Tuple[int, int],
+    channels: int,
+    dtype: type,
+    quant: Tuple[float, int],
+    norm: Normalization,
+    keep_aspect: bool = False,
+) -> np.ndarray:
     """RGB uint8 image (H, W, 3) -> input tensor (1, height, width, channels) of ``dtype``."""
     pixels = resize(image, size, keep_aspect)
     if channels == 1:
         pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).convert("L"))[..., None]
     return quantize_input(pixels, dtype, quant, norm)[None]
-
-

@@ -123,8 +123,7 @@ def load_edgetpu_delegate(backend: _Backend, device: str) -> Any:
     except (OSError, ValueError, RuntimeError) as exc:
         where = "any Edge TPU" if not options else f"Edge TPU {device!r}"
         raise DelegateError(
-            f"{lib} loaded but {where} could not be opened: check the USB cable/PCIe driver "
-            "and `edge-agent devices`"
+            f"{lib} loaded but {where} could not be opened: check the USB cable/PCIe driver and `edge-agent devices`"
         ) from exc
 
 
@@ -165,8 +164,7 @@ class Runtime:
         return np.asarray(self.interpreter.get_tensor(self.output_index)).reshape(-1).copy()
 
 
-def _build(backend: _Backend, path: Path, data: bytes, delegates: List[Any], threads: int,
-           hw: str) -> Runtime:
+def _build(backend: _Backend, path: Path, data: bytes, delegates: List[Any], threads: int, hw: str) -> Runtime:
     try:
         kwargs: Dict[str, Any] = {"model_content": data, "num_threads": threads}
         if delegates:
@@ -192,10 +190,17 @@ def _build(backend: _Backend, path: Path, data: bytes, delegates: List[Any], thr
     if num_classes < 1 or max(out_shape) != num_classes:
         raise ModelError(f"{path} output {out_shape} is not a vector of class scores")
     return Runtime(
-        interpreter=interp, backend=hw, model_path=path, digest="sha256:" + hashlib.sha256(data).hexdigest(),
-        interpreter_name=backend.name, input_index=int(inp["index"]), input_shape=shape,
-        input_dtype=inp["dtype"], input_quant=(float(inp["quantization"][0]), int(inp["quantization"][1])),
-        output_index=int(out["index"]), output_quant=(float(out["quantization"][0]), int(out["quantization"][1])),
+        interpreter=interp,
+        backend=hw,
+        model_path=path,
+        digest="sha256:" + hashlib.sha256(data).hexdigest(),
+        interpreter_name=backend.name,
+        input_index=int(inp["index"]),
+        input_shape=shape,
+        input_dtype=inp["dtype"],
+        input_quant=(float(inp["quantization"][0]), int(inp["quantization"][1])),
+        output_index=int(out["index"]),
+        output_quant=(float(out["quantization"][0]), int(out["quantization"][1])),
         num_classes=num_classes,
     )
 

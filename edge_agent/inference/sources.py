@@ -122,12 +122,18 @@ class VideoCapture(Source):
         import cv2
 
         if isinstance(self.target, int):
-            cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(
-                self.target)
+            cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(self.target)
         elif self.live:
-            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG,
-                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.open_timeout_ms,
-                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.open_timeout_ms])
+            cap = cv2.VideoCapture(
+                self.target,
+                cv2.CAP_FFMPEG,
+                [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    self.open_timeout_ms,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                    self.open_timeout_ms,
+                ],
+            )
         else:
             cap = cv2.VideoCapture(str(self.target))
         if not cap.isOpened():

@@ -5,12 +5,13 @@ Broker URLs and topic names are part of the release contract (:mod:`release_cont
 from __future__ import annotations
 
 import random
+import select
 import socket
 import ssl
 from typing import Optional
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError
@@ -49,8 +50,7 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def make_paho_client(cfg: MqttConfig, addr: BrokerAddress, device_id: str, will_topic: str,
-                     window: int) -> paho.Client:
+def make_paho_client(cfg: MqttConfig, addr: BrokerAddress, device_id: str, will_topic: str, window: int) -> paho.Client:
     """A paho client for ``cfg``: protocol, client id, credentials (``cfg`` over the URL's), TLS files,
     the ``offline`` last will on ``will_topic`` and ``window`` messages in flight. Callbacks are the
     caller's to set. Raises ConfigError for unusable TLS files or TLS files without ``mqtts://``."""
@@ -59,8 +59,9 @@ def make_paho_client(cfg: MqttConfig, addr: BrokerAddress, device_id: str, will_
     if v5:  # clean_session is a 3.1.1 notion; MQTT 5 sets clean_start when connecting
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     else:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311,
-                             clean_session=True)
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=True
+        )
     user = cfg.username if cfg.username is not None else addr.username
     password = cfg.password if cfg.password is not None else addr.password
     if user is not None:
@@ -79,3 +80,33 @@ def make_paho_client(cfg: MqttConfig, addr: BrokerAddress, device_id: str, will_
     client.will_set(will_topic, b"offline", qos=1, retain=True)
     client.max_inflight_messages_set(window)
     return client
+
+
+def pump(client: paho.Client, wake: socket.socket, timeout: float) -> MQTTErrorCode:
+    """One round of paho's external-loop I/O: wait up to ``timeout`` s for the broker's socket or the
+    ``wake`` socket (written to when another thread queued a packet), then read, write and run
+    paho's housekeeping. Returns paho's result code (``MQTT_ERR_NO_CONN`` without a socket)."""
+    sock = client.socket()
+    if sock is None:
+        return MQTTErrorCode.MQTT_ERR_NO_CONN
+    pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0  # already decrypted bytes
+    try:
+        readable, _, _ = select.select(
+            [sock, wake], [sock] if client.want_write() else [], [], 0 if pending else timeout
+        )
+    except (OSError, ValueError):  # the socket was closed under us
+        return MQTTErrorCode.MQTT_ERR_CONN_LOST
+    if wake in readable:
+        try:
+            wake.recv(4096)
+        except BlockingIOError:
+            pass
+    if pending or sock in readable:
+        rc = client.loop_read()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return rc
+    if client.want_write():
+        rc = client.loop_write()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return rc
+    return client.loop_misc()

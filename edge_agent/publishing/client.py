@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import select
 import socket
 import ssl
 import threading
@@ -32,7 +31,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError, PublishError
-from edge_agent.publishing.broker import Backoff, describe_error, make_paho_client
+from edge_agent.publishing.broker import Backoff, describe_error, make_paho_client, pump
 from edge_agent.publishing.outbox import Message, Outbox
 from edge_agent.publishing.sender import OutboxSender
 from release_contract.topics import BrokerUrlError, Topics, parse_broker_url
@@ -60,8 +59,15 @@ class MqttPublisher:
         backoff: reconnect delays (default 0.5 s doubling up to 30 s).
     """
 
-    def __init__(self, config: MqttConfig, device_id: str, outbox: Outbox, *, window: int = 100,
-                 backoff: Optional[Backoff] = None) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        device_id: str,
+        outbox: Outbox,
+        *,
+        window: int = 100,
+        backoff: Optional[Backoff] = None,
+    ) -> None:
         if config.url is None:
             raise ConfigError("mqtt.url is not set (example: mqtt://localhost:1883)")
         self.config = config
@@ -113,8 +119,7 @@ class MqttPublisher:
         """Call ``hook(publisher)`` after every successful (re)connection, on the network thread."""
         self._connect_hooks.append(hook)
 
-    def subscribe(self, topic: str, handler: MessageHandler, *, max_bytes: Optional[int] = None,
-                  qos: int = 1) -> None:
+    def subscribe(self, topic: str, handler: MessageHandler, *, max_bytes: Optional[int] = None, qos: int = 1) -> None:
         """Deliver messages on ``topic`` (wildcards allowed) to ``handler(topic, payload)``.
 
         Messages larger than ``max_bytes`` (default ``mqtt.max_payload_bytes``) are dropped with
@@ -142,14 +147,19 @@ class MqttPublisher:
             code = self._connack
             if code is not None and getattr(code, "is_failure", False):
                 if getattr(code, "value", None) in _AUTH_CODES:
-                    raise PublishError(f"broker {addr.host}:{addr.port} refused the login: {code}; "
-                                       f"check --mqtt-user and the password")
+                    raise PublishError(
+                        f"broker {addr.host}:{addr.port} refused the login: {code}; check --mqtt-user and the password"
+                    )
                 raise PublishError(f"broker {addr.host}:{addr.port} refused the connection: {code}")
             if closed:
-                hint = ("it may require a client certificate (--mqtt-cert/--mqtt-key) or refuse this one"
-                        if addr.tls else "if it is a TLS port, use mqtts://")
-                raise PublishError(f"broker {addr.host}:{addr.port} closed the connection without answering "
-                                   f"the MQTT CONNECT: {hint}")
+                hint = (
+                    "it may require a client certificate (--mqtt-cert/--mqtt-key) or refuse this one"
+                    if addr.tls
+                    else "if it is a TLS port, use mqtts://"
+                )
+                raise PublishError(
+                    f"broker {addr.host}:{addr.port} closed the connection without answering the MQTT CONNECT: {hint}"
+                )
         except PublishError:
             self._close_sockets()
             raise
@@ -178,32 +188,8 @@ class MqttPublisher:
             self._kick()
 
     def _pump(self, timeout: float) -> MQTTErrorCode:
-        """One round of network I/O on the network thread (paho's external-loop API)."""
-        client = self._client
-        sock = client.socket()
-        if sock is None:
-            return MQTTErrorCode.MQTT_ERR_NO_CONN
-        wake = self._wake_pair[0]
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0  # already decrypted bytes
-        try:
-            readable, writable, _ = select.select([sock, wake], [sock] if client.want_write() else [], [],
-                                                  0 if pending else timeout)
-        except (OSError, ValueError):  # the socket was closed under us
-            return MQTTErrorCode.MQTT_ERR_CONN_LOST
-        if wake in readable:
-            try:
-                wake.recv(4096)
-            except BlockingIOError:
-                pass
-        if pending or sock in readable:
-            rc = client.loop_read()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return rc
-        if client.want_write():
-            rc = client.loop_write()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return rc
-        return client.loop_misc()
+        """One round of network I/O, on the network thread."""
+        return pump(self._client, self._wake_pair[0], timeout)
 
     def _first_connect(self, timeout: float) -> Tuple[bool, bool]:
         """Connect and wait up to ``timeout`` s for CONNACK; return (connected, closed before CONNACK)."""
@@ -216,11 +202,15 @@ class MqttPublisher:
                     return self._connected.is_set(), self._connack is None
             return self._connected.is_set(), False
         except ssl.SSLError as exc:
-            raise PublishError(f"TLS connection to {addr.host}:{addr.port} failed: {describe_error(exc)}; "
-                               f"check --mqtt-ca and the broker's certificate") from exc
+            raise PublishError(
+                f"TLS connection to {addr.host}:{addr.port} failed: {describe_error(exc)}; "
+                f"check --mqtt-ca and the broker's certificate"
+            ) from exc
         except OSError as exc:
-            self._set_state("disconnected", f"broker {addr.host}:{addr.port} unreachable ({describe_error(exc)}); "
-                                            f"results are queued in the outbox")
+            self._set_state(
+                "disconnected",
+                f"broker {addr.host}:{addr.port} unreachable ({describe_error(exc)}); results are queued in the outbox",
+            )
             return False, False
 
     def stop(self, flush_timeout: float = 5.0) -> None:
@@ -300,8 +290,10 @@ class MqttPublisher:
                     self._client.connect(addr.host, addr.port, self.config.keepalive)
                     need_connect = False
                 except OSError as exc:  # includes ssl.SSLError and name resolution
-                    self._set_state("disconnected", f"cannot reach broker {addr.host}:{addr.port}: "
-                                                    f"{describe_error(exc)}; retrying with backoff")
+                    self._set_state(
+                        "disconnected",
+                        f"cannot reach broker {addr.host}:{addr.port}: {describe_error(exc)}; retrying with backoff",
+                    )
                     self._sender.flush()  # deletes what was acknowledged before the outage
                     self._stop_network.wait(self._backoff.next())
                     continue
@@ -328,13 +320,14 @@ class MqttPublisher:
             self._state = state
         (log.warning if state == "disconnected" else log.info)("%s", message)
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connack = reason_code
         addr = self.address
         if reason_code.is_failure:
-            self._set_state("disconnected", f"broker {addr.host}:{addr.port} refused the connection: "
-                                            f"{reason_code}; retrying with backoff")
+            self._set_state(
+                "disconnected",
+                f"broker {addr.host}:{addr.port} refused the connection: {reason_code}; retrying with backoff",
+            )
             return
         self._backoff.reset()
         client.publish(self.topics.status, b"online", qos=1, retain=True)
@@ -352,15 +345,16 @@ class MqttPublisher:
                 log.exception("connect hook %r failed", hook)
         self._set_state("connected", f"connected to broker {addr.host}:{addr.port} as {self.topics.base}")
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
         if not (self._closing or self._starting):
-            self._set_state("disconnected", f"lost the broker {self.address.host}:{self.address.port} "
-                                            f"({reason_code}); results are queued, reconnecting")
+            self._set_state(
+                "disconnected",
+                f"lost the broker {self.address.host}:{self.address.port} "
+                f"({reason_code}); results are queued, reconnecting",
+            )
 
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         refused = bool(getattr(reason_code, "is_failure", False))
         if refused:
             log.warning("broker refused message %s: %s", mid, reason_code)
@@ -373,12 +367,16 @@ class MqttPublisher:
             log.warning("dropped a message whose topic is not UTF-8")
             return
         with self._lock:
-            handlers = [(h, limit) for pattern, (h, limit, _q) in self._subscriptions.items()
-                        if paho.topic_matches_sub(pattern, topic)]
+            handlers = [
+                (h, limit)
+                for pattern, (h, limit, _q) in self._subscriptions.items()
+                if paho.topic_matches_sub(pattern, topic)
+            ]
         for handler, limit in handlers:
             if len(message.payload) > limit:
-                log.warning("dropped a %s-byte message on %s: larger than the %s-byte limit",
-                            len(message.payload), topic, limit)
+                log.warning(
+                    "dropped a %s-byte message on %s: larger than the %s-byte limit", len(message.payload), topic, limit
+                )
                 continue
             try:
                 handler(topic, bytes(message.payload))

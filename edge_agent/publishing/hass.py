@@ -18,21 +18,47 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 # object id -> (name, state topic kind, value template, extra fields)
 _SENSORS: Tuple[Tuple[str, str, str, str, Dict[str, Any]], ...] = (
-    ("top1_label", "Top-1 label", "classification",
-     "{{ value_json.top_k[0].label if value_json.top_k else '' }}", {"icon": "mdi:tag"}),
-    ("top1_score", "Top-1 score", "classification",
-     "{{ value_json.top_k[0].score if value_json.top_k else 0 }}", {"state_class": "measurement"}),
-    ("fps", "Frames per second", "stats", "{{ value_json.fps }}",
-     {"unit_of_measurement": "fps", "state_class": "measurement"}),
-    ("inference_p50", "Inference p50", "stats", "{{ value_json.inference_ms.p50 }}",
-     {"unit_of_measurement": "ms", "device_class": "duration", "state_class": "measurement"}),
-    ("queue_depth", "Outbox queue depth", "stats", "{{ value_json.queue_depth }}",
-     {"state_class": "measurement", "entity_category": "diagnostic"}),
+    (
+        "top1_label",
+        "Top-1 label",
+        "classification",
+        "{{ value_json.top_k[0].label if value_json.top_k else '' }}",
+        {"icon": "mdi:tag"},
+    ),
+    (
+        "top1_score",
+        "Top-1 score",
+        "classification",
+        "{{ value_json.top_k[0].score if value_json.top_k else 0 }}",
+        {"state_class": "measurement"},
+    ),
+    (
+        "fps",
+        "Frames per second",
+        "stats",
+        "{{ value_json.fps }}",
+        {"unit_of_measurement": "fps", "state_class": "measurement"},
+    ),
+    (
+        "inference_p50",
+        "Inference p50",
+        "stats",
+        "{{ value_json.inference_ms.p50 }}",
+        {"unit_of_measurement": "ms", "device_class": "duration", "state_class": "measurement"},
+    ),
+    (
+        "queue_depth",
+        "Outbox queue depth",
+        "stats",
+        "{{ value_json.queue_depth }}",
+        {"state_class": "measurement", "entity_category": "diagnostic"},
+    ),
 )
 
 
-def discovery_messages(topics: Topics, ha_prefix: str = "homeassistant",
-                       model_name: Optional[str] = None) -> List[Tuple[str, bytes]]:
+def discovery_messages(
+    topics: Topics, ha_prefix: str = "homeassistant", model_name: Optional[str] = None
+) -> List[Tuple[str, bytes]]:
     """The retained discovery config messages for one device (publish them with QoS 1, retain)."""
     node = "edgetpu_" + _UNSAFE.sub("_", topics.device)
     device: Dict[str, Any] = {

@@ -90,8 +90,9 @@ class Outbox:
             self._db.executescript(_SCHEMA)
             self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the outbox {self.path}: {exc} "
-                              "(check the state directory and its permissions)") from exc
+            raise ConfigError(
+                f"cannot open the outbox {self.path}: {exc} (check the state directory and its permissions)"
+            ) from exc
         self._closed = False
         self._checkpointer: Optional[sqlite3.Connection] = None
         self._puts_since_checkpoint = 0

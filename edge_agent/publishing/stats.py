@@ -60,8 +60,9 @@ class Stats:
         apex_root: where to look for Edge TPU temperatures.
     """
 
-    def __init__(self, device: str, window: int = 1000, clock: Callable[[], float] = time.monotonic,
-                 apex_root: Path = APEX_ROOT) -> None:
+    def __init__(
+        self, device: str, window: int = 1000, clock: Callable[[], float] = time.monotonic, apex_root: Path = APEX_ROOT
+    ) -> None:
         self.device = device
         self._clock = clock
         self._apex_root = apex_root

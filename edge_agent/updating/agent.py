@@ -46,8 +46,9 @@ class CommandChannel(Protocol):
 
     def publish_direct(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool: ...
 
-    def subscribe(self, topic: str, handler: Callable[[str, bytes], None], *, max_bytes: Optional[int] = None,
-                  qos: int = 1) -> None: ...
+    def subscribe(
+        self, topic: str, handler: Callable[[str, bytes], None], *, max_bytes: Optional[int] = None, qos: int = 1
+    ) -> None: ...
 
 
 class ModelAnnouncer(Protocol):
@@ -67,8 +68,9 @@ class AgentUpdates:
     ``open_release`` builds a release's classifier as the agent's configuration says.
     """
 
-    def __init__(self, config: Config, session: ModelAnnouncer, classifier: Classifier,
-                 open_release: OpenRelease) -> None:
+    def __init__(
+        self, config: Config, session: ModelAnnouncer, classifier: Classifier, open_release: OpenRelease
+    ) -> None:
         self._open_release = open_release
         updates = config.updates
         self.config = config
@@ -98,15 +100,23 @@ class AgentUpdates:
                 publisher.publish_direct(status, json.dumps(msg).encode(), qos=1, retain=True)
 
         self.updater = Updater(
-            self.config.state_path / "updates", trusted, device, self.updates.runtime_version,
-            publish_status, self._activate, publish_model=self._announce, fleet=self.updates.fleet,
+            self.config.state_path / "updates",
+            trusted,
+            device,
+            self.updates.runtime_version,
+            publish_status,
+            self._activate,
+            publish_model=self._announce,
+            fleet=self.updates.fleet,
             validation_timeout=self.updates.validation_timeout,
             validation_memory_mb=self.updates.validation_memory_mb,
-            download_timeout=self.updates.download_timeout)
+            download_timeout=self.updates.download_timeout,
+        )
         release = self.updater.start()
         if release is not None and not self._activate(release):
-            log.error("cannot run the installed release %s:%s; running the built-in model",
-                      release.name, release.version)
+            log.error(
+                "cannot run the installed release %s:%s; running the built-in model", release.name, release.version
+            )
         self.updater.announce()
         if publisher is not None:
             topics = [device_topic(prefix, device)]
@@ -114,8 +124,9 @@ class AgentUpdates:
                 topics.append(fleet_topic(prefix, self.updates.fleet))
             updater = self.updater
             for topic in topics:
-                publisher.subscribe(topic, lambda _t, payload: updater.handle_command(payload),
-                                    max_bytes=MAX_COMMAND_BYTES, qos=1)
+                publisher.subscribe(
+                    topic, lambda _t, payload: updater.handle_command(payload), max_bytes=MAX_COMMAND_BYTES, qos=1
+                )
         return self
 
     def close(self) -> None:
@@ -125,8 +136,7 @@ class AgentUpdates:
 
     def _announce(self, msg: Dict[str, Any]) -> None:
         model = self.classifier.model
-        self.session.set_model(model_announcement(model, self.classifier.runtime.backend,
-                                                  fleet=self.updates.fleet))
+        self.session.set_model(model_announcement(model, self.classifier.runtime.backend, fleet=self.updates.fleet))
 
     def _activate(self, release: Optional[ActiveRelease]) -> bool:
         """Health-check the release's runtime, then swap it into the frame loop (None: built-in)."""

@@ -133,19 +133,21 @@ class ReleaseState:
                 if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
                     raise UpdateError(f"{path} differs from its signed manifest")
         except FileNotFoundError as exc:
-            raise UpdateError(f"release {pointer['name']}:{pointer['version']} is incomplete: "
-                              f"{exc.filename} is missing") from exc
+            raise UpdateError(
+                f"release {pointer['name']}:{pointer['version']} is incomplete: {exc.filename} is missing"
+            ) from exc
         except (OSError, RegistryError) as exc:
-            raise UpdateError(f"installed release {pointer['name']}:{pointer['version']} is damaged: "
-                              f"{exc}") from exc
+            raise UpdateError(f"installed release {pointer['name']}:{pointer['version']} is damaged: {exc}") from exc
         return ActiveRelease(manifest.name, manifest.version, directory, manifest)
 
     # -- trial ----------------------------------------------------------------------------------------
     def begin_trial(self, new: Pointer, command_key: str) -> None:
         """Record the old pointers in ``trial``, then make ``new`` current and the old one previous."""
         old_current, old_previous = self.read_pointer("current"), self.read_pointer("previous")
-        atomic_write(self.root / "trial", json.dumps({"command": command_key, "current": old_current,
-                                                       "previous": old_previous, "new": new}).encode())
+        atomic_write(
+            self.root / "trial",
+            json.dumps({"command": command_key, "current": old_current, "previous": old_previous, "new": new}).encode(),
+        )
         self.write_pointer("previous", old_current)
         self.write_pointer("current", new)
 

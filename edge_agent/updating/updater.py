@@ -56,11 +56,22 @@ class Updater:
     tests. Public methods are thread-safe.
     """
 
-    def __init__(self, state_dir: Path, trusted_keys: TrustedKeys, device_id: str,
-                 runtime_version: Optional[int], publish_status: StatusSink, activate: Activate, *,
-                 publish_model: Optional[StatusSink] = None, fleet: str = "",
-                 validation_timeout: float = DEFAULT_TIMEOUT_S, validation_memory_mb: int = DEFAULT_MEMORY_MB,
-                 download_timeout: float = 30.0, on_step: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        trusted_keys: TrustedKeys,
+        device_id: str,
+        runtime_version: Optional[int],
+        publish_status: StatusSink,
+        activate: Activate,
+        *,
+        publish_model: Optional[StatusSink] = None,
+        fleet: str = "",
+        validation_timeout: float = DEFAULT_TIMEOUT_S,
+        validation_memory_mb: int = DEFAULT_MEMORY_MB,
+        download_timeout: float = 30.0,
+        on_step: Optional[Callable[[str], None]] = None,
+    ) -> None:
         self.state = ReleaseState(Path(state_dir), trusted_keys)
         self.trusted = trusted_keys
         self.device_id = device_id
@@ -94,8 +105,15 @@ class Updater:
             new = record.get("new") or {}
             reason = "the agent stopped before the new release passed its health check"
             log.warning("rolled back %s:%s: %s", new.get("name"), new.get("version"), reason)
-            msg = status_message(self.device_id, "rolled_back", None, self._pointer(), reason,
-                                 name=str(new.get("name", "")), version=str(new.get("version", "")))
+            msg = status_message(
+                self.device_id,
+                "rolled_back",
+                None,
+                self._pointer(),
+                reason,
+                name=str(new.get("name", "")),
+                version=str(new.get("version", "")),
+            )
             msg["rollout"], _, msg["action"] = str(record.get("command", "")).partition(":")
             self.state.record(str(record.get("command", "")), msg)
             self._emit(msg)
@@ -174,9 +192,15 @@ class Updater:
         self._step("validate")
         self._status("validating", command)
         try:
-            validate_model(release.cpu_model, release.labels, release.manifest.input["shape"],
-                           golden=release.golden, expect_top1=release.manifest.golden_top1,
-                           timeout=self.validation_timeout, memory_mb=self.validation_memory_mb)
+            validate_model(
+                release.cpu_model,
+                release.labels,
+                release.manifest.input["shape"],
+                golden=release.golden,
+                expect_top1=release.manifest.golden_top1,
+                timeout=self.validation_timeout,
+                memory_mb=self.validation_memory_mb,
+            )
         except UpdateError as exc:
             shutil.rmtree(release.directory, ignore_errors=True)
             return self._status("rejected", command, str(exc))
@@ -201,10 +225,16 @@ class Updater:
         directory = self.state.release_dir(command.name, command.version)
         # the signed manifest must name this very version (checked in pull_release), so comparing
         # the command's version refuses a replayed or older release before anything is fetched
-        if current and current["name"] == command.name and not command.allow_downgrade \
-                and version_key(command.version) <= version_key(current["version"]):
-            raise VerificationError(f"{command.name}:{command.version} is not newer than the active "
-                                    f"{current['version']} (replayed or older release)")
+        if (
+            current
+            and current["name"] == command.name
+            and not command.allow_downgrade
+            and version_key(command.version) <= version_key(current["version"])
+        ):
+            raise VerificationError(
+                f"{command.name}:{command.version} is not newer than the active "
+                f"{current['version']} (replayed or older release)"
+            )
         if directory.exists():
             self._step("verify")
             self._status("verifying", command)
@@ -220,9 +250,16 @@ class Updater:
         def on_chunk(_n: int) -> None:
             self._step("download_chunk")
 
-        result = pull_release(source, command.name, command.version, self.trusted, directory,
-                              self.state.downloads_dir, runtime_version=self.runtime_version,
-                              progress=on_chunk)
+        result = pull_release(
+            source,
+            command.name,
+            command.version,
+            self.trusted,
+            directory,
+            self.state.downloads_dir,
+            runtime_version=self.runtime_version,
+            progress=on_chunk,
+        )
         self._step("verify")
         self._status("verifying", command, bytes=result.bytes_downloaded)
         return self.state.load({"name": command.name, "version": command.version})
@@ -230,8 +267,9 @@ class Updater:
     def _rollback_order(self, command: Command) -> Dict[str, Any]:
         current = self.state.read_pointer("current")
         if current != {"name": command.name, "version": command.version}:
-            return self._status("rolled_back", command,
-                                f"not running {command.name}:{command.version}; nothing to roll back")
+            return self._status(
+                "rolled_back", command, f"not running {command.name}:{command.version}; nothing to roll back"
+            )
         return self._return_to_previous(command, "rollback ordered by the controller", committed=True)
 
     def _return_to_previous(self, command: Command, reason: str, committed: bool = False) -> Dict[str, Any]:

@@ -38,9 +38,16 @@ class ValidationResult:
     top1: int
 
 
-def validate_model(model: Path, labels: Path, shape: Sequence[int], *, golden: Optional[Path] = None,
-                   expect_top1: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT_S,
-                   memory_mb: int = DEFAULT_MEMORY_MB) -> ValidationResult:
+def validate_model(
+    model: Path,
+    labels: Path,
+    shape: Sequence[int],
+    *,
+    golden: Optional[Path] = None,
+    expect_top1: Optional[int] = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+) -> ValidationResult:
     """Load ``model`` in a limited child process and classify the golden input.
 
     ``shape`` is the input shape the manifest declares; ``golden`` holds the raw input
@@ -48,9 +55,21 @@ def validate_model(model: Path, labels: Path, shape: Sequence[int], *, golden: O
     reason when the child fails, exceeds ``timeout`` seconds or ``memory_mb`` of
     address space, or the model does not match its manifest and labels.
     """
-    cmd = [sys.executable, "-m", "edge_agent.updating.validate", "--model", str(model), "--labels", str(labels),
-           "--shape", ",".join(str(int(d)) for d in shape), "--memory-mb", str(int(memory_mb)),
-           "--cpu-seconds", str(max(1, int(timeout)))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_agent.updating.validate",
+        "--model",
+        str(model),
+        "--labels",
+        str(labels),
+        "--shape",
+        ",".join(str(int(d)) for d in shape),
+        "--memory-mb",
+        str(int(memory_mb)),
+        "--cpu-seconds",
+        str(max(1, int(timeout))),
+    ]
     if golden is not None:
         cmd += ["--golden", str(golden)]
     if expect_top1 is not None:

@@ -69,7 +69,7 @@ class Store(abc.ABC):
     def list(self, name: Optional[str] = None) -> List[ReleaseInfo]:
         """Every release (or every version of ``name``) with its yank flag and channels."""
         out: List[ReleaseInfo] = []
-        for n in ([check_name(name)] if name else self.names()):
+        for n in [check_name(name)] if name else self.names():
             chans, yanked = self.channels(n), set(self.yanked(n))
             for v in self.versions(n):
                 out.append(ReleaseInfo(n, v, v in yanked, sorted(c for c, cv in chans.items() if cv == v)))
@@ -80,8 +80,9 @@ class Store(abc.ABC):
         if ref in CHANNELS:
             version = self.channels(name).get(ref)
             if version is None:
-                raise NotFound(f"{name} has no {ref} channel: run `edge-registry promote {name}:VERSION "
-                               f"--channel {ref}`")
+                raise NotFound(
+                    f"{name} has no {ref} channel: run `edge-registry promote {name}:VERSION --channel {ref}`"
+                )
             return version
         if ref:
             version = check_version(ref)

@@ -43,8 +43,9 @@ class LocalStore(Store):
     def push(self, envelope: bytes, files: Mapping[str, Path], name: str, version: str) -> None:
         final = self._name_dir(name, must_exist=False) / check_version(version)
         if final.exists():
-            raise AlreadyExists(f"{name}:{version} already exists in {self.root}: versions are immutable, "
-                                "push a higher version")
+            raise AlreadyExists(
+                f"{name}:{version} already exists in {self.root}: versions are immutable, push a higher version"
+            )
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".push-{version}-"))

@@ -49,8 +49,9 @@ class OciStore(Store):
             try:
                 import oras.provider
             except ImportError as exc:
-                raise StoreError("the OCI store needs the registry extra: "
-                                 "pip install 'edgetpu-fleet[registry]'") from exc
+                raise StoreError(
+                    "the OCI store needs the registry extra: pip install 'edgetpu-fleet[registry]'"
+                ) from exc
             self._client = oras.provider.Registry(hostname=self.host, insecure=self.insecure)
         return self._client
 
@@ -99,8 +100,10 @@ class OciStore(Store):
 
         manifest = self._manifest(name, version)
         container = oras.container.Container(self._target(name, tag), registry=self.host)
-        self._call(f"tagging {name}:{version} as {tag}",
-                   lambda c: c._check_200_response(c.upload_manifest(manifest, container)))
+        self._call(
+            f"tagging {name}:{version} as {tag}",
+            lambda c: c._check_200_response(c.upload_manifest(manifest, container)),
+        )
 
     # -- Store interface -------------------------------------------------------------------------------
     def push(self, envelope: bytes, files: Mapping[str, Path], name: str, version: str) -> None:
@@ -110,8 +113,9 @@ class OciStore(Store):
         except NotFound:
             tags = []
         if version in tags:
-            raise AlreadyExists(f"{name}:{version} already exists in {self.url}: versions are immutable, "
-                                "push a higher version")
+            raise AlreadyExists(
+                f"{name}:{version} already exists in {self.url}: versions are immutable, push a higher version"
+            )
         staging = Path(tempfile.mkdtemp(prefix="edge-registry-push-"))
         try:
             paths = []
@@ -121,9 +125,16 @@ class OciStore(Store):
                 paths.append(str(dest))
             (staging / ENVELOPE_NAME).write_bytes(envelope)
             paths.insert(0, str(staging / ENVELOPE_NAME))
-            self._call(f"pushing {name}:{version}", lambda c: c.push(
-                target=self._target(name, version), files=paths, disable_path_validation=True,
-                manifest_annotations={VERSION_ANNOTATION: version}, quiet=True))
+            self._call(
+                f"pushing {name}:{version}",
+                lambda c: c.push(
+                    target=self._target(name, version),
+                    files=paths,
+                    disable_path_validation=True,
+                    manifest_annotations={VERSION_ANNOTATION: version},
+                    quiet=True,
+                ),
+            )
         except FileNotFoundError as exc:
             raise StoreError(f"file not found: {exc.filename}") from exc
         finally:
@@ -144,8 +155,11 @@ class OciStore(Store):
                 last = page[-1]
 
         prefix = f"{self.repo}/"
-        return sorted(r[len(prefix):] for r in self._call("listing the catalog", get)
-                      if r.startswith(prefix) and "/" not in r[len(prefix):])
+        return sorted(
+            r[len(prefix) :]
+            for r in self._call("listing the catalog", get)
+            if r.startswith(prefix) and "/" not in r[len(prefix) :]
+        )
 
     def versions(self, name: str) -> List[str]:
         return sort_versions(self._tags(name))
@@ -158,7 +172,7 @@ class OciStore(Store):
         # channel still tagged on a yanked version is hidden here instead of untagged.
         out: Dict[str, str] = {}
         tags = self._tags(name)
-        yanked = {t[len(YANK_PREFIX):] for t in tags if t.startswith(YANK_PREFIX)}
+        yanked = {t[len(YANK_PREFIX) :] for t in tags if t.startswith(YANK_PREFIX)}
         for tag in set(tags) & set(CHANNELS):
             version = self._manifest(name, tag).get("annotations", {}).get(VERSION_ANNOTATION)
             if version and version not in yanked:
@@ -175,7 +189,7 @@ class OciStore(Store):
         self._retag(name, version, channel)
 
     def yanked(self, name: str) -> List[str]:
-        return sort_versions([t[len(YANK_PREFIX):] for t in self._tags(name) if t.startswith(YANK_PREFIX)])
+        return sort_versions([t[len(YANK_PREFIX) :] for t in self._tags(name) if t.startswith(YANK_PREFIX)])
 
     def yank(self, name: str, version: str) -> None:
         if version not in self.versions(name):

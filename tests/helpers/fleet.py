@@ -64,9 +64,19 @@ def run_model(model: Path, inputs: List[np.ndarray]) -> List[int]:
 class SimDevice:
     """One simulated device; ``start()`` connects it, ``stop()`` disconnects it."""
 
-    def __init__(self, device_id: str, state_dir: Path, host: str, port: int, trusted: TrustedKeys,
-                 fleet: str = "fleet", prefix: str = "edgetpu", fail_health_for: Optional[Set[str]] = None,
-                 inputs: Optional[List[np.ndarray]] = None, health_inferences: int = 2) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        state_dir: Path,
+        host: str,
+        port: int,
+        trusted: TrustedKeys,
+        fleet: str = "fleet",
+        prefix: str = "edgetpu",
+        fail_health_for: Optional[Set[str]] = None,
+        inputs: Optional[List[np.ndarray]] = None,
+        health_inferences: int = 2,
+    ) -> None:
         self.device_id = device_id
         self.host, self.port, self.prefix, self.fleet = host, port, prefix, fleet
         self.fail_health_for = set(fail_health_for or ())
@@ -75,9 +85,16 @@ class SimDevice:
         self.statuses: List[Dict[str, Any]] = []
         self.commands = 0
         self._lock = threading.Lock()
-        self.updater = Updater(state_dir, trusted, device_id, runtime_version=14,
-                               publish_status=self._publish_status, publish_model=self._publish_model,
-                               activate=self._activate, fleet=fleet)
+        self.updater = Updater(
+            state_dir,
+            trusted,
+            device_id,
+            runtime_version=14,
+            publish_status=self._publish_status,
+            publish_model=self._publish_model,
+            activate=self._activate,
+            fleet=fleet,
+        )
         self.client: Any = None
 
     def _activate(self, release: Optional[ActiveRelease]) -> bool:
@@ -154,16 +171,26 @@ def _main() -> int:
         return True
 
     statuses: List[Dict[str, Any]] = []
-    updater = Updater(Path(args.state), TrustedKeys.from_paths([Path(args.pubkey)]), "crash-dev", 14,
-                      statuses.append, activate, on_step=on_step)
+    updater = Updater(
+        Path(args.state),
+        TrustedKeys.from_paths([Path(args.pubkey)]),
+        "crash-dev",
+        14,
+        statuses.append,
+        activate,
+        on_step=on_step,
+    )
     release = updater.start()
     if not args.boot:
         updater.process(Path(args.command).read_bytes())
         release = updater.active_release()
     model = release.cpu_model if release else BUILTIN_MODEL
     tops: Callable[[], List[int]] = lambda: run_model(model, inputs)  # noqa: E731
-    print(json.dumps({"active": release.pointer if release else None, "top1": tops(),
-                      "states": [s["state"] for s in statuses]}))
+    print(
+        json.dumps(
+            {"active": release.pointer if release else None, "top1": tops(), "states": [s["state"] for s in statuses]}
+        )
+    )
     updater.close()
     return 0
 
@@ -172,8 +199,9 @@ if __name__ == "__main__":
     sys.exit(_main())
 
 
-def make_release_dir(folder: Path, model: Path = BUILTIN_MODEL, labels: Optional[Path] = None,
-                     golden: Optional[bytes] = None) -> Path:
+def make_release_dir(
+    folder: Path, model: Path = BUILTIN_MODEL, labels: Optional[Path] = None, golden: Optional[bytes] = None
+) -> Path:
     """A compiler-like output folder: the model, labels.txt and optionally golden.bin."""
     import shutil
 

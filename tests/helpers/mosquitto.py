@@ -61,8 +61,13 @@ class Mosquitto:
     Without a ``password_file`` anonymous access is allowed.
     """
 
-    def __init__(self, workdir: Path, port: Optional[int] = None, extra_config: Optional[List[str]] = None,
-                 max_queued_messages: int = 100000) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: Optional[int] = None,
+        extra_config: Optional[List[str]] = None,
+        max_queued_messages: int = 100000,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -104,7 +109,8 @@ class Mosquitto:
         conf = self._write_config()
         self.proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_for_port(self.host, self.port)

@@ -38,8 +38,9 @@ class RegistryServer:
 
     def start(self) -> RegistryServer:
         if not BINARY.exists():
-            raise RuntimeError("docker-registry is not installed: run `make test` as root or "
-                               "`apt-get install docker-registry`")
+            raise RuntimeError(
+                "docker-registry is not installed: run `make test` as root or `apt-get install docker-registry`"
+            )
         storage = self.workdir / "storage"
         storage.mkdir(exist_ok=True)
         conf = self.workdir / "config.yml"

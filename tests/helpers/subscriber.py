@@ -17,13 +17,22 @@ class Subscriber:
     """Subscribes to ``topic`` at QoS 1 with a persistent session (clean_session=False), so
     messages published while it reconnects after a broker restart are kept for it."""
 
-    def __init__(self, host: str, port: int, topic: str = "#", *, ca_file: Optional[str] = None,
-                 username: Optional[str] = None, password: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic: str = "#",
+        *,
+        ca_file: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+    ) -> None:
         self.messages: List[Tuple[str, bytes, bool]] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
-                                  clean_session=False)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}", clean_session=False
+        )
         self.client.reconnect_delay_set(1, 2)
         if username:
             self.client.username_pw_set(username, password)

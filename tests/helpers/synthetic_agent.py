@@ -41,8 +41,15 @@ def main() -> int:
             if stop.is_set():
                 return
             result = Classification(
-                device=config.device_id, model=MODEL, backend="cpu", source="synthetic", frame=frame,
-                captured_at=time.time(), preprocess_ms=0.1, inference_ms=1.0, total_ms=1.2,
+                device=config.device_id,
+                model=MODEL,
+                backend="cpu",
+                source="synthetic",
+                frame=frame,
+                captured_at=time.time(),
+                preprocess_ms=0.1,
+                inference_ms=1.0,
+                total_ms=1.2,
                 top_k=[Class(frame % 10, 0.9, str(frame % 10))],
             )
             for sink in sinks:
@@ -54,8 +61,7 @@ def main() -> int:
         if args.hold:
             stop.wait()
 
-    run_service(config, frame_loop, model_info={"name": MODEL.name, "version": MODEL.version,
-                                                "digest": MODEL.digest})
+    run_service(config, frame_loop, model_info={"name": MODEL.name, "version": MODEL.version, "digest": MODEL.digest})
     return 0
 
 
