@@ -17,6 +17,10 @@
  * created (so a test can set them in a child process before load_delegate):
  *
  *   EDGETPU_STANDIN_MODE        ok (default) | segfault | abort | hang | refuse
+ *                               (refuse at create returns NULL without
+ *                               calling report_error, as the real library
+ *                               does when it finds no device; at prepare or
+ *                               invoke it returns kTfLiteError.)
  *   EDGETPU_STANDIN_STAGE       create (default) | prepare | invoke
  *                               where a non-ok mode strikes: in
  *                               tflite_plugin_create_delegate, in the
@@ -482,7 +486,9 @@ static TfLiteDelegate* create(char** keys, char** values, size_t n,
             env_or("EDGETPU_STANDIN_STAGE", "create"), n, opts);
 
   if (misbehave_at(&cfg, STAGE_CREATE)) {
-    report(report_error, "edgetpu stand-in: no Edge TPU (EDGETPU_STANDIN_MODE=refuse)");
+    /* Like the real library with no usable device: NULL and no message, so
+     * Python's load_delegate raises ValueError with only its own first line. */
+    log_event("refused: no Edge TPU");
     return NULL;
   }
 
