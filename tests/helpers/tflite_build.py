@@ -107,3 +107,31 @@ def leaky_pair() -> tuple[bytes, bytes]:
         [4],
     )
     return source, compiled
+
+
+def branch_pair() -> tuple[bytes, bytes]:
+    """(source, compiled twin): ADD -> LEAKY_RELU, and a second ADD beside them that reads only the input.
+
+    The twin is what a compiler that cuts in execution order would make: the first ADD mapped,
+    LEAKY_RELU and the independent ADD left on the CPU.
+    """
+    tensors = [
+        T("input", "INT8", [1, 4, 4, 3]),
+        T("bias", "INT8", [1, 1, 1, 3], b"\x01\x02\x03"),
+        T("add", "INT8", [1, 4, 4, 3]),
+        T("leaky", "INT8", [1, 4, 4, 3]),
+        T("side", "INT8", [1, 4, 4, 3]),
+    ]
+    source = build(
+        tensors,
+        [Op("ADD", [0, 1], [2]), Op("LEAKY_RELU", [2], [3]), Op("ADD", [0, 1], [4])],
+        [0],
+        [3, 4],
+    )
+    compiled = build(
+        tensors,
+        [Op("edgetpu-custom-op", [0], [2]), Op("LEAKY_RELU", [2], [3]), Op("ADD", [0, 1], [4])],
+        [0],
+        [3, 4],
+    )
+    return source, compiled
