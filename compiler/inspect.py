@@ -150,7 +150,7 @@ def _is_quantized(model: TfliteModel, sg: Subgraph) -> tuple[bool, bool, List[st
     """(every operator computes in integers, any does, the names of float tensors).
 
     QUANTIZE / DEQUANTIZE at the edges are not counted: a float-in/float-out model with
-    an integer body is quantized. A partly float model compiles up to its first float op.
+    an integer body is quantized. Only the integer part of a partly float model can map.
     """
     floats = [t.name for t in sg.tensors if t.type in ("FLOAT32", "FLOAT16")]
     float_ops = 0
@@ -329,7 +329,9 @@ def render(report: InspectReport) -> str:
         detail = f" ({op.reason})" if op.reason and not op.on_edgetpu else ""
         lines.append(f"{op.index:>4}  {op.op:<26} {op.version:>3}  {where:<8} {op.status}{detail}")
     if report.cut_index is not None:
-        lines.append(f"Cut: operator {report.cut_index} ({report.cut_op}) and everything after it run on the CPU")
+        lines.append(
+            f"Cut: operator {report.cut_index} ({report.cut_op}) runs on the CPU, and so does what depends on it"
+        )
     lines.append(
         f"Operations on Edge TPU: {report.ops_on_edgetpu}, on CPU: {len(report.operators) - report.ops_on_edgetpu}"
     )

@@ -6,8 +6,11 @@ Sources (cited so the next reader can re-check them):
   limits: Coral's "TensorFlow models on the Edge TPU", section "Supported operations"
   (https://coral.ai/docs/edgetpu/models-intro/#supported-operations), and its model
   requirements (fully 8-bit quantized; constant tensor sizes; tensors of at most 3
-  dimensions with a size above 1; the first operation that cannot map and everything
-  after it run on the CPU).
+  dimensions with a size above 1; one Edge TPU segment, see :mod:`compiler.partition`).
+* Models Google's compiler 16 really compiled: the ``X.tflite`` / ``X_edgetpu.tflite``
+  pairs of google-coral/test_data (measured in docs/compiler.md). They show what the
+  documentation does not: TILE maps, an LSTM's int16 state maps, and resizes have a
+  scale limit.
 * The highest operator versions the compiler's built-in TensorFlow Lite parser knows.
   Google does not publish them. The compiler 16.0.384591198 embeds a TensorFlow Lite of
   mid-2021; the boundaries below are those of that era's builtin op resolver, and the
