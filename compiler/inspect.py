@@ -335,11 +335,12 @@ def render(report: InspectReport) -> str:
     lines.append(
         f"Operations on Edge TPU: {report.ops_on_edgetpu}, on CPU: {len(report.operators) - report.ops_on_edgetpu}"
     )
-    stream = "stream from off-chip memory" if report.streams_parameters else "fit in the on-chip cache"
-    lines.append(
-        f"Parameters: {format_size(report.parameter_bytes)} of "
-        f"{format_size(report.on_chip_cache_bytes)} on-chip: they {stream}"
-    )
+    if not report.already_compiled:  # its parameters are inside the custom op, not measured here
+        stream = "stream from off-chip memory" if report.streams_parameters else "fit in the on-chip cache"
+        lines.append(
+            f"Parameters: {format_size(report.parameter_bytes)} of "
+            f"{format_size(report.on_chip_cache_bytes)} on-chip: they {stream}"
+        )
     for problem in report.problems:
         lines.append(f"Problem: {problem}")
     lines.append("Compilable: " + ("yes" if report.compilable else "no"))

@@ -71,6 +71,6 @@ def op_support(model: TfliteModel, sg: Subgraph, op_index: int) -> Tuple[str, st
         scale = resize_scale(sg, op_index)
         if scale > rules.MAX_RESIZE_SCALE:
             return rules.UNSPECIFIED, (
-                f"scales by {scale:g}, above the {rules.MAX_RESIZE_SCALE:g}x the Edge TPU resizes precisely enough"
+                f"scales by {scale:.3g}, above the {rules.MAX_RESIZE_SCALE:g}x the Edge TPU resizes precisely enough"
             )
     return "", ""
