@@ -127,28 +127,13 @@ def compile_cmd(
       edge-compile model_int8.tflite -o build/ -m 13 -t 600
       edge-compile cam_a.tflite cam_b.tflite --backend docker
     """
-    from compiler import edgetpu, inspect, report, run
+    from compiler import crosscheck, edgetpu, report, run
     from compiler.cache import CompileCache
 
-    for model in models:
-        try:
-            pre = inspect.inspect_file(model)
-        except CompilerError:
-            continue  # compile_models says what is wrong with it
-        else:
-            if min_runtime_version is not None and pre.min_runtime > min_runtime_version:
-                newer = sorted({o.op for o in pre.operators if (o.min_runtime or 10) > min_runtime_version})
-                click.echo(
-                    f"warning: {', '.join(newer)} need Edge TPU runtime {pre.min_runtime}; "
-                    f"with -m {min_runtime_version} they may stay on the CPU",
-                    err=True,
-                )
-            cut = f", cut at operator {pre.cut_index} ({pre.cut_op})" if pre.cut_index is not None else ""
-            click.echo(
-                f"pre-flight {model}: {pre.ops_on_edgetpu}/{len(pre.operators)} operations "
-                f"predicted on the Edge TPU{cut}",
-                err=True,
-            )
+    predictions = crosscheck.preflight(models)
+    for model, pre in predictions.items():
+        for line in crosscheck.summary(model, pre, min_runtime_version):
+            click.echo(line, err=True)
     options = edgetpu.CompileOptions(
         min_runtime_version=min_runtime_version,
         enable_multiple_subgraphs=enable_multiple_subgraphs,
@@ -161,6 +146,15 @@ def compile_cmd(
     run.check_models(models)
     cache = None if no_cache else CompileCache(cache_dir or _default_cache_dir())
     outcome = run.compile_models(models, out_dir, options, edgetpu.find_backend(backend), cache)
+    checks = {}
+    for model, compiled, model_report in zip(models, outcome.outputs, outcome.report.models):
+        if model in predictions:
+            diffs = crosscheck.differences(predictions[model], model, compiled, model_report.operations)
+            checks[str(model)] = diffs
+            verdict = "differs from the compiler:" if diffs else "agrees with the compiler"
+            click.echo(f"prediction for {model} {verdict}", err=True)
+            for line in diffs:
+                click.echo(f"  {line}", err=True)
     if as_json:
         click.echo(
             json.dumps(
@@ -168,6 +162,7 @@ def compile_cmd(
                     **outcome.report.to_dict(),
                     "cached": outcome.cached,
                     "report_files": [str(p) for p in outcome.report_files],
+                    "prediction_differences": checks,
                 },
                 indent=2,
             )

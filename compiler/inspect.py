@@ -1,36 +1,52 @@
 """Pre-flight check: predict what ``edgetpu_compiler`` will do with a ``.tflite`` model.
 
-Works from the flatbuffer alone (:mod:`compiler.tflite`) and the table in
-:mod:`compiler.rules`, so it runs on any OS without the compiler or TensorFlow.
+Works from the flatbuffer alone (:mod:`compiler.tflite`) and the rules in
+:mod:`compiler.rules` / :mod:`compiler.support`, so it runs on any OS without the
+compiler or TensorFlow.
 
-How the cut is predicted: operators are walked in execution order. Operators that
-cannot map but only convert the graph's inputs (a leading float->int8 ``QUANTIZE``)
-run on the CPU before the Edge TPU segment without cutting it. After
-that, the first operator that cannot map ends the segment: it and every operator after it
-run on the CPU, and those that could have mapped get the compiler's status "More than
-one subgraph is not supported".
+How the split is predicted: each operator is judged on its own (supported operation,
+version, types, rank, size limits); then the graph is partitioned the way the compiler
+does it (:mod:`compiler.partition`). The split follows data dependencies: unmappable
+operators that only read the graph's inputs (a leading CAST or float->int8 QUANTIZE)
+run on the CPU ahead of the Edge TPU segment; an unmappable operator after that cuts
+off what depends on it ("More than one subgraph is not supported"), not what merely
+comes after it in execution order.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from compiler import rules
+from compiler.partition import ahead_of_segment, edgetpu_segment, partition
+from compiler.support import is_constant, op_support
 from compiler.tflite import Subgraph, TfliteModel
 from compiler.tflite import read as read_tflite
 
-SCHEMA_VERSION = 1
+#: Version of the JSON form of :class:`InspectReport` (documented in docs/compiler.md).
+SCHEMA_VERSION = 2
 #: The custom operator that holds what edgetpu_compiler mapped.
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 #: Status of otherwise mappable operators of a model the compiler refuses as a whole.
 REFUSED = "Not compiled: the model is refused (see problems)"
+#: Statuses of the operators of an already compiled model.
+COMPILED = "Already compiled for the Edge TPU"
+COMPILED_CPU = "Left on the CPU by the compiler"
+ALREADY_COMPILED = (
+    f"already compiled for the Edge TPU (it contains {EDGETPU_CUSTOM_OP}): "
+    "inspect or compile the int8 model it was compiled from"
+)
 
 
 @dataclass
 class OpPrediction:
-    """One operator: its place in the graph, version and predicted status."""
+    """One operator: its place in the graph, version and predicted status.
+
+    ``depends_on`` is, for an operator that could map but is cut off, the operator on the
+    CPU it depends on.
+    """
 
     index: int
     op: str
@@ -39,6 +55,7 @@ class OpPrediction:
     on_edgetpu: bool
     reason: str = ""
     min_runtime: Optional[int] = None
+    depends_on: Optional[int] = None
 
 
 @dataclass
@@ -54,6 +71,7 @@ class InspectReport:
     parameter_bytes: int
     on_chip_cache_bytes: int
     problems: List[str] = field(default_factory=list)
+    already_compiled: bool = False
 
     @property
     def streams_parameters(self) -> bool:
@@ -76,11 +94,12 @@ class InspectReport:
         return max([op.min_runtime or 10 for op in self.operators if op.on_edgetpu] or [10])
 
     def to_dict(self) -> Dict[str, Any]:
-        """A JSON-ready dict (``schema_version`` 1)."""
+        """A JSON-ready dict (``schema_version`` 2, see docs/compiler.md)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "model": self.model,
             "compilable": self.compilable,
+            "already_compiled": self.already_compiled,
             "problems": list(self.problems),
             "quantized": self.quantized,
             "float_tensors": list(self.float_tensors),
@@ -98,37 +117,6 @@ class InspectReport:
         }
 
 
-def _constant(model: TfliteModel, sg: Subgraph, index: int) -> bool:
-    buffer = sg.tensors[index].buffer
-    return 0 < buffer < len(model.buffer_sizes) and model.buffer_sizes[buffer] > 0
-
-
-def _blocking_status(model: TfliteModel, sg: Subgraph, op_index: int) -> tuple[str, str]:
-    """The status that keeps an operator off the Edge TPU, or ("", "") when it can map."""
-    op = sg.operators[op_index]
-    code = model.operator_codes[op.opcode_index]
-    tensors = [i for i in (*op.inputs, *op.outputs) if i >= 0]
-    for i in tensors:
-        if sg.tensors[i].is_dynamic:
-            t = sg.tensors[i]
-            return rules.DYNAMIC_SHAPE, f"tensor {t.name!r} has shape {list(t.shape_signature)}"
-    spec = rules.EDGE_TPU_OPS.get(code.name)
-    if spec is None:
-        return rules.UNSUPPORTED_OP, f"{code.name} is not an Edge TPU operation"
-    if code.version > spec.max_version:
-        return rules.VERSION_NOT_SUPPORTED, f"version {code.version} > {spec.max_version}"
-    for i in tensors:
-        t = sg.tensors[i]
-        allowed = rules.CONSTANT_TYPES if _constant(model, sg, i) else rules.QUANTIZED_TYPES
-        if t.type not in allowed:
-            return rules.UNSUPPORTED_TYPE, f"tensor {t.name!r} is {t.type}"
-    for i in tensors:  # weights (4-D filters) are exempt; activations are not
-        t = sg.tensors[i]
-        if not _constant(model, sg, i) and any(d != 1 for d in t.shape[:-3]):
-            return rules.UNSUPPORTED_RANK, f"tensor {t.name!r} has shape {list(t.shape)}"
-    return "", ""
-
-
 def _model_problems(model: TfliteModel, any_quantized: bool) -> List[str]:
     """Reasons the compiler would refuse the whole model."""
     problems = []
@@ -136,11 +124,6 @@ def _model_problems(model: TfliteModel, any_quantized: bool) -> List[str]:
         problems.append(
             "Model not quantized: the Edge TPU needs full-integer (int8) quantization; "
             "run `edge-compile quantize` on it or on its Keras/SavedModel source"
-        )
-    if any(code.custom_code == EDGETPU_CUSTOM_OP for code in model.operator_codes):
-        problems.append(
-            f"already compiled for the Edge TPU (it contains {EDGETPU_CUSTOM_OP}): "
-            "inspect or compile the int8 model it was compiled from"
         )
     for code in model.operator_codes:
         if code.builtin_code == 32:  # CUSTOM ops are passed through to the CPU
@@ -167,7 +150,7 @@ def _is_quantized(model: TfliteModel, sg: Subgraph) -> tuple[bool, bool, List[st
     """(every operator computes in integers, any does, the names of float tensors).
 
     QUANTIZE / DEQUANTIZE at the edges are not counted: a float-in/float-out model with
-    an integer body is quantized. A partly float model compiles up to its first float op.
+    an integer body is quantized. Only the integer part of a partly float model can map.
     """
     floats = [t.name for t in sg.tensors if t.type in ("FLOAT32", "FLOAT16")]
     float_ops = 0
@@ -184,8 +167,56 @@ def _is_quantized(model: TfliteModel, sg: Subgraph) -> tuple[bool, bool, List[st
     return float_ops == 0 and int_ops > 0, int_ops > 0, floats
 
 
+def _dependency_on_cpu(sg: Subgraph, op_index: int, blocked: Sequence[bool]) -> Optional[int]:
+    """An operator ``op_index`` depends on (directly or not) that cannot map, or None."""
+    producer = {t: i for i, op in enumerate(sg.operators) for t in op.outputs if t >= 0}
+    stack, seen = [op_index], {op_index}
+    while stack:
+        for t in sg.operators[stack.pop()].inputs:
+            j = producer.get(t)
+            if j is None or j in seen:
+                continue
+            if blocked[j]:
+                return j
+            seen.add(j)
+            stack.append(j)
+    return None
+
+
+def _compiled_report(model: TfliteModel, sg: Subgraph, name: str) -> InspectReport:
+    """The report of a model edgetpu_compiler already compiled: what is inside its custom op and what is not."""
+    preds = []
+    for i, op in enumerate(sg.operators):
+        code = model.operator_codes[op.opcode_index]
+        inside = code.custom_code == EDGETPU_CUSTOM_OP
+        status = COMPILED if inside else COMPILED_CPU
+        preds.append(OpPrediction(i, code.name, code.version, status, inside))
+    return InspectReport(
+        model=name,
+        quantized=True,
+        float_tensors=[t.name for t in sg.tensors if t.type in ("FLOAT32", "FLOAT16")],
+        operators=preds,
+        cut_index=None,
+        cut_op=None,
+        parameter_bytes=0,
+        on_chip_cache_bytes=rules.ON_CHIP_PARAMETER_CACHE_BYTES,
+        problems=[ALREADY_COMPILED],
+        already_compiled=True,
+    )
+
+
+def is_compiled(model: TfliteModel) -> bool:
+    """True when ``model`` holds an ``edgetpu-custom-op``: edgetpu_compiler made it."""
+    return any(code.custom_code == EDGETPU_CUSTOM_OP for code in model.operator_codes)
+
+
 def analyze(model: TfliteModel, name: str = "model.tflite") -> InspectReport:
-    """Predict the Edge TPU status of every operator of ``model``'s main subgraph."""
+    """Predict the Edge TPU status of every operator of ``model``'s main subgraph.
+
+    Each operator is first judged on its own (:func:`compiler.support.op_support`); then
+    the graph is partitioned as the compiler does (:mod:`compiler.partition`): the first
+    group of operators that can map is the Edge TPU segment, everything else runs on the CPU.
+    """
     if not model.subgraphs:
         return InspectReport(
             name,
@@ -199,43 +230,53 @@ def analyze(model: TfliteModel, name: str = "model.tflite") -> InspectReport:
             ["the model has no subgraph"],
         )
     sg = model.subgraphs[0]
+    if is_compiled(model):
+        return _compiled_report(model, sg, name)
     quantized, any_quantized, floats = _is_quantized(model, sg)
     problems = _model_problems(model, any_quantized)
-    # Tensors produced before the Edge TPU segment starts: graph inputs and constants.
-    pre_segment: Set[int] = set(sg.inputs)
+    verdicts = [op_support(model, sg, i) for i in range(len(sg.operators))]
+    blocked = [bool(status) for status, _ in verdicts]
+    subsets = partition(sg, [not b for b in blocked])
+    segment = edgetpu_segment(subsets)
+    ahead = ahead_of_segment(subsets)
+    cut_index = next((i for i, b in enumerate(blocked) if b and i not in ahead), None)
     preds: List[OpPrediction] = []
-    cut_index: Optional[int] = None
-    segment_started = False
     param_bytes = 0
     counted: Set[int] = set()
     for i, op in enumerate(sg.operators):
         code = model.operator_codes[op.opcode_index]
         spec = rules.EDGE_TPU_OPS.get(code.name)
-        status, reason = _blocking_status(model, sg, i)
-        leading_quantize = (
-            code.name == "QUANTIZE"
-            and status == rules.UNSUPPORTED_TYPE
-            and all(j < 0 or j in pre_segment or _constant(model, sg, j) for j in op.inputs)
-        )
-        on_tpu = False
-        if status and not segment_started and leading_quantize:
-            pre_segment.update(op.outputs)  # runs on the CPU ahead of the segment
-        elif status and cut_index is None:
-            cut_index = i
-        elif not status and cut_index is None:
-            on_tpu = True
-            segment_started = True
-        elif not status:
-            status, reason = rules.AFTER_CUT, f"after the cut at operator {cut_index}"
+        status, reason = verdicts[i]
+        on_tpu = i in segment
+        depends_on = None
         if on_tpu:
             status = rules.MAPPED
             for j in op.inputs:
                 t = sg.tensors[j] if j >= 0 else None
-                if t is not None and _constant(model, sg, j) and t.buffer not in counted:
+                if t is not None and is_constant(model, sg, j) and t.buffer not in counted:
                     counted.add(t.buffer)
                     param_bytes += model.buffer_sizes[t.buffer]
+        elif i in ahead:
+            reason = f"{reason}; runs on the CPU ahead of the Edge TPU segment, without cutting it"
+        elif not status:
+            depends_on = _dependency_on_cpu(sg, i, blocked)
+            status = rules.AFTER_CUT
+            reason = (
+                f"depends on operator {depends_on} ({preds[depends_on].op}), which runs on the CPU"
+                if depends_on is not None and depends_on < i
+                else "outside the Edge TPU segment"
+            )
         preds.append(
-            OpPrediction(i, code.name, code.version, status, on_tpu, reason, spec.min_runtime if spec else None)
+            OpPrediction(
+                i,
+                code.name,
+                code.version,
+                status,
+                on_tpu,
+                reason,
+                spec.min_runtime if spec else None,
+                depends_on,
+            )
         )
     if problems:  # the compiler refuses the model: nothing maps
         for p in preds:
@@ -288,15 +329,18 @@ def render(report: InspectReport) -> str:
         detail = f" ({op.reason})" if op.reason and not op.on_edgetpu else ""
         lines.append(f"{op.index:>4}  {op.op:<26} {op.version:>3}  {where:<8} {op.status}{detail}")
     if report.cut_index is not None:
-        lines.append(f"Cut: operator {report.cut_index} ({report.cut_op}) and everything after it run on the CPU")
+        lines.append(
+            f"Cut: operator {report.cut_index} ({report.cut_op}) runs on the CPU, and so does what depends on it"
+        )
     lines.append(
         f"Operations on Edge TPU: {report.ops_on_edgetpu}, on CPU: {len(report.operators) - report.ops_on_edgetpu}"
     )
-    stream = "stream from off-chip memory" if report.streams_parameters else "fit in the on-chip cache"
-    lines.append(
-        f"Parameters: {format_size(report.parameter_bytes)} of "
-        f"{format_size(report.on_chip_cache_bytes)} on-chip: they {stream}"
-    )
+    if not report.already_compiled:  # its parameters are inside the custom op, not measured here
+        stream = "stream from off-chip memory" if report.streams_parameters else "fit in the on-chip cache"
+        lines.append(
+            f"Parameters: {format_size(report.parameter_bytes)} of "
+            f"{format_size(report.on_chip_cache_bytes)} on-chip: they {stream}"
+        )
     for problem in report.problems:
         lines.append(f"Problem: {problem}")
     lines.append("Compilable: " + ("yes" if report.compilable else "no"))

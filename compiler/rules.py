@@ -6,8 +6,11 @@ Sources (cited so the next reader can re-check them):
   limits: Coral's "TensorFlow models on the Edge TPU", section "Supported operations"
   (https://coral.ai/docs/edgetpu/models-intro/#supported-operations), and its model
   requirements (fully 8-bit quantized; constant tensor sizes; tensors of at most 3
-  dimensions with a size above 1; the first operation that cannot map and everything
-  after it run on the CPU).
+  dimensions with a size above 1; one Edge TPU segment, see :mod:`compiler.partition`).
+* Models Google's compiler 16 really compiled: the ``X.tflite`` / ``X_edgetpu.tflite``
+  pairs of google-coral/test_data (measured in docs/compiler.md). They show what the
+  documentation does not: TILE maps, an LSTM's int16 state maps, and resizes have a
+  scale limit.
 * The highest operator versions the compiler's built-in TensorFlow Lite parser knows.
   Google does not publish them. The compiler 16.0.384591198 embeds a TensorFlow Lite of
   mid-2021; the boundaries below are those of that era's builtin op resolver, and the
@@ -101,6 +104,10 @@ EDGE_TPU_OPS: Dict[str, EdgeTpuOp] = {
     "SUB": EdgeTpuOp(3),
     "SUM": EdgeTpuOp(1, min_runtime=13),
     "TANH": EdgeTpuOp(3),
+    # Not in Coral's table, but compiler 16 maps it: deeplab_mobilenet_edgetpu_slim_cityscapes_quant
+    # (google-coral/test_data) has TILE 1 inside its edgetpu-custom-op. TensorFlow Lite of the
+    # compiler's era registers TILE up to version 2; what the compiler parses above it is unknown.
+    "TILE": EdgeTpuOp(2),
     "TRANSPOSE": EdgeTpuOp(4, min_runtime=14),
     "TRANSPOSE_CONV": EdgeTpuOp(3, min_runtime=13),
 }
@@ -127,6 +134,22 @@ CPU_OP_MAX_VERSIONS: Dict[str, int] = {
 
 #: Builtin codes above this (VAR_HANDLE and later) are newer than the compiler's parser.
 MAX_KNOWN_BUILTIN_CODE = 141
+
+#: Operators whose variable (state) tensors may be 16-bit: TensorFlow Lite's integer LSTM keeps
+#: its cell state in int16, and compiler 16 maps it (keras_lstm_mnist_ptq in google-coral/test_data
+#: has an int16 cell state and runs entirely inside edgetpu-custom-op).
+INT16_STATE_OPS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM"})
+
+#: Resize operators, whose "input/output size" limit Coral's table mentions without numbers.
+RESIZE_OPS = frozenset({"RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"})
+#: Largest height or width scale factor a resize is predicted to map at. Measured bounds:
+#: 2x maps (movenet_single_pose_lightning_ptq, three RESIZE_BILINEAR 6->12->24->48) and so does
+#: 1x (deeplab_mobilenet_edgetpu_slim_cityscapes_quant, 33->33); 15.5x (33->513, the same
+#: model) and 33x (1->33, deeplabv3_mnv2_pascal_quant) stay on the CPU with the status
+#: "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+#: (google-coral/edgetpu#31: the compiler refuses resizes that would lose precision).
+#: The limit lies between 2 and 15.5; 8 is the prediction until a model narrows it.
+MAX_RESIZE_SCALE = 8.0
 
 #: Activation tensor types the Edge TPU works on.
 QUANTIZED_TYPES = frozenset({"INT8", "UINT8"})

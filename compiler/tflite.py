@@ -1,8 +1,8 @@
 """A small reader for the parts of a ``.tflite`` flatbuffer that the pre-flight check needs.
 
-It reads operator codes (with ``deprecated_builtin_code``), operator versions, each
-tensor's type, shape, ``shape_signature`` and quantization, and buffer sizes, using only
-the ``flatbuffers`` runtime. Field numbers follow TensorFlow Lite's schema
+It reads operator codes (with ``deprecated_builtin_code`` and custom names), operator
+versions, each tensor's type, shape, ``shape_signature``, quantization and ``is_variable``
+flag, and buffer sizes, using only the ``flatbuffers`` runtime. Field numbers follow TensorFlow Lite's schema
 (``tensorflow/lite/schema/schema.fbs``): a table's field *n* sits at vtable offset
 ``4 + 2 * n``. No TensorFlow is needed, so it runs on any OS.
 """
@@ -49,7 +49,10 @@ class OperatorCode:
 
 @dataclass(frozen=True)
 class Tensor:
-    """A tensor: type name (``INT8``), static shape, shape signature (-1 = dynamic)."""
+    """A tensor: type name (``INT8``), static shape, shape signature (-1 = dynamic).
+
+    ``is_variable`` marks state that persists between invocations (an LSTM's cell state).
+    """
 
     name: str
     type: str
@@ -57,6 +60,7 @@ class Tensor:
     shape_signature: Tuple[int, ...]
     buffer: int
     quantized: bool
+    is_variable: bool = False
 
     @property
     def is_dynamic(self) -> bool:
@@ -164,6 +168,7 @@ def _tensor(tab: Table) -> Tensor:
         shape_signature=tuple(signature),
         buffer=_scalar(tab, 2, number_types.Uint32Flags, 0),
         quantized=quantized,
+        is_variable=bool(_scalar(tab, 5, number_types.BoolFlags, 0)),
     )
 
 

@@ -107,7 +107,7 @@ def test_inspect_cli_json_and_exit_status(compiler_models: Dict[str, Path]) -> N
     ok = runner.invoke(main, ["inspect", "--json", str(compiler_models["leaky_int8"])])
     assert ok.exit_code == 0, ok.output
     payload = json.loads(ok.stdout)
-    assert payload["schema_version"] == 1
+    assert payload["schema_version"] == 2
     assert payload["cut"] == {"index": 2, "op": "LEAKY_RELU"}
     assert payload["operators"][2]["status"] == rules.UNSUPPORTED_OP
     bad = runner.invoke(main, ["inspect", str(compiler_models["float"])])
