@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from compiler.inspect import EDGETPU_CUSTOM_OP, InspectReport, analyze
+from compiler.inspect import InspectReport, analyze
+from release_contract.models import EDGETPU_CUSTOM_OP
 
 __all__ = ["Agreement", "Disagreement", "analyze", "compare", "ground_truth", "measure"]
 from compiler.tflite import Operator, OperatorCode, Subgraph, Tensor, TfliteModel

@@ -24,11 +24,10 @@ from compiler.partition import ahead_of_segment, edgetpu_segment, partition
 from compiler.support import is_constant, op_support
 from compiler.tflite import Subgraph, TfliteModel
 from compiler.tflite import read as read_tflite
+from release_contract.models import EDGETPU_CUSTOM_OP  # the custom op that holds what the compiler mapped
 
 #: Version of the JSON form of :class:`InspectReport` (documented in docs/compiler.md).
 SCHEMA_VERSION = 2
-#: The custom operator that holds what edgetpu_compiler mapped.
-EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 #: Status of otherwise mappable operators of a model the compiler refuses as a whole.
 REFUSED = "Not compiled: the model is refused (see problems)"
 #: Statuses of the operators of an already compiled model.

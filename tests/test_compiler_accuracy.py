@@ -21,7 +21,8 @@ from helpers.tflite_build import leaky_pair
 
 from compiler import accuracy, rules, tflite
 from compiler.cli import main
-from compiler.inspect import EDGETPU_CUSTOM_OP, analyze, inspect_file
+from compiler.inspect import analyze, inspect_file
+from release_contract.models import EDGETPU_CUSTOM_OP
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ROOT / "tests" / "data" / "coral_pairs"
