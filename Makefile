@@ -42,7 +42,7 @@ test: system-deps $(VENV)/.dev lint ## install everything, check lint and format
 	$(PY) -m pytest $(ARGS)
 
 test-fast: $(VENV)/.dev ## the test suite without the slow TensorFlow and fleet tests
-	$(PY) -m pytest -m 'not slow and not edgetpu' $(ARGS)
+	$(PY) -m pytest -m 'not slow and not edgetpu and not coral_data' $(ARGS)
 
 lint: $(VENV)/.dev ## ruff check, ruff format --check and mypy (tests included)
 	$(PY) -m ruff check .

@@ -173,7 +173,7 @@ def test_compiling_a_compiled_model_stops_at_preflight_with_exit_2(
     assert "docker" not in result.stderr and "install" not in result.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("CORAL_TEST_DATA"), reason="set CORAL_TEST_DATA to a google-coral/test_data")
+@pytest.mark.coral_data  # deselected by default: CORAL_TEST_DATA=<checkout> pytest -m coral_data
 def test_fixtures_match_the_real_pairs() -> None:
     root = Path(os.environ["CORAL_TEST_DATA"])
     for fixture in FIXTURES:
