@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import click
 
+from registry.cli_captures import captures
 from registry.cli_options import broker_option, full_ref, store_option
 from registry.cli_rollout import rollout, status
 from registry.release import build_manifest, find_release_files, push_release
@@ -282,6 +283,7 @@ def yank(ref: str, store_url: Optional[str]) -> None:
 
 main.add_command(rollout)
 main.add_command(status)
+main.add_command(captures)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ class CaptureSink:
         if not self.active:
             return
         top = result.top1
-        score = float(top.score) if top is not None else 0.0
+        score = round(float(top.score), 6) if top is not None else 0.0  # as the payload shows it
         if score < self.config.below:
             reason = "below"
         elif self.config.sample > 0 and self._rng.random() * 100.0 < self.config.sample:
