@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers.fleet import ROOT
+from PIL import Image
 
 from edge_agent.capture import archive
 from edge_agent.capture.settings import CaptureConfig
@@ -61,7 +62,8 @@ def test_video_frames_are_kept_as_jpeg(tmp_path: Path) -> None:
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 64))
     for index in range(5):
-        writer.write(cv2.cvtColor(cv2.imread(str(IMAGES / f"digit_{index}_0.png")), cv2.COLOR_RGB2BGR))
+        rgb = np.asarray(Image.open(IMAGES / f"digit_{index}_0.png").convert("RGB"))
+        writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
     writer.release()
     run = _classify("-i", str(video), "--capture-dir", str(tmp_path / "c"), "--capture-below", "1")
     assert run.exit_code == 0, run.output
@@ -177,6 +179,4 @@ def test_capturing_a_live_frame_copies_its_pixels(tmp_path: Path) -> None:
     pixels[:] = 0  # a camera reusing its buffer
     sink.close()
     (capture,) = archive.iter_captures(tmp_path / "c")
-    from PIL import Image
-
     assert int(np.asarray(Image.open(capture.image_path)).mean()) > 150

@@ -7,7 +7,7 @@ Layout of the capture directory (flat; names sort by capture time)::
     <dir>/<stamp>-<id>.json  its record (schema ``edgetpu.capture/1``); written last, so a
                              capture without its record is unfinished and ignored
 
-``<stamp>`` is the UTC capture time ``YYYYMMDDTHHMMSSmmmZ``, ``<id>`` the result's message id.
+``<stamp>`` is the UTC capture time ``YYYYMMDDTHHMMSSffffffZ`` (microseconds), ``<id>`` the result's message id.
 A record names ``file``, ``size``, ``sha256``, ``reason`` (``below`` or ``sample``) and
 ``result``: the classification payload (id, model name, version and digest, time, source, top-k).
 """
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "edgetpu.capture/1"
 MAX_RECORD_BYTES = 64 * 1024
-_NAME_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{8,64}$")
+_NAME_RE = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8,64}$")
 
 
 @dataclass(frozen=True)

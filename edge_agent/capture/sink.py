@@ -39,7 +39,7 @@ _Pending = Tuple[str, Optional[Path], np.ndarray]  # (reason, image file or None
 
 def _stamp(seconds: float) -> str:
     moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y%m%dT%H%M%S%fZ")
 
 
 class CaptureSink:
