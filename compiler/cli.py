@@ -304,9 +304,12 @@ def quantize_cmd(
         _parse_size(input_size),
         random_count,
         progress=_progress,
+        calib_root=Path(calib) if calib and calib_images else None,
     )
     if as_json:
-        click.echo(json.dumps({**asdict(result), "output": str(result.output)}, indent=2))
+        click.echo(
+            json.dumps({**asdict(result), "output": str(result.output), "lineage": str(result.lineage)}, indent=2)
+        )
         return
     click.echo(
         f"wrote {result.output} (input {'x'.join(map(str, result.input_shape))} {io_type}, "
@@ -327,6 +330,7 @@ def quantize_cmd(
                 "and use more, representative calibration images",
                 err=True,
             )
+    click.echo(f"lineage (calibration set digest, fidelity; read by edge-registry push): {result.lineage}")
     click.echo(f"next: edge-compile inspect {result.output} && edge-compile {result.output}")
 
 

@@ -9,7 +9,9 @@ imported inside the functions that need it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
@@ -18,6 +20,9 @@ import numpy as np
 
 from compiler.calibration import Normalization, batches
 from compiler.errors import ModelSourceError, QuantizationError
+from release_contract.files import atomic_write, sha256_file
+from release_contract.lineage import Fidelity as LineageFidelity
+from release_contract.lineage import Lineage, dataset_digest, lineage_path
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +252,7 @@ class QuantizeResult:
     calibration_images: int
     random_calibration: bool
     fidelity: Optional[Fidelity]
+    lineage: Optional[Path] = None  # the lineage.json written beside ``output``
 
 
 def quantize(
@@ -259,6 +265,7 @@ def quantize(
     input_size: Optional[Tuple[int, int]] = None,
     random_count: int = 0,
     progress: Optional[Callable[[Iterable[np.ndarray], int], Iterable[np.ndarray]]] = None,
+    calib_root: Optional[Path] = None,
 ) -> QuantizeResult:
     """Quantize ``source`` to a full-integer ``output`` and measure its fidelity.
 
@@ -266,6 +273,11 @@ def quantize(
         calib_images: calibration images, or None for ``random_count`` random ones.
         eval_images: images for the float-vs-int8 comparison (may be empty).
         progress: wraps the calibration iterator with a progress bar, given its length.
+        calib_root: the folder the calibration images' relative paths (in the lineage digest) start
+            from; default: their common parent.
+
+    Beside ``output`` goes ``<stem>.lineage.json`` (:mod:`release_contract.lineage`): the
+    calibration set's digest and size, the float and int8 models' digests and the fidelity.
 
     Raises:
         ModelSourceError, CalibrationError, QuantizationError.
@@ -287,4 +299,41 @@ def quantize(
     output.write_bytes(data)
     log.info("wrote %s (%d bytes)", output, len(data))
     fidelity = measure_fidelity(model, data, eval_images, norm)
-    return QuantizeResult(output, model.input_shape, io_type, count, calib_images is None, fidelity)
+    used = list(calib_images or [])
+    root = Path(calib_root) if calib_root else (Path(os.path.commonpath(used)) if used else Path("."))
+    if used and root in used:  # one image: its folder is the root
+        root = root.parent
+    try:
+        lineage = write_lineage(Path(source), output, root, used, count, fidelity)
+    except OSError as exc:
+        raise QuantizationError(f"cannot write the lineage beside {output}: {exc.strerror or exc}") from exc
+    return QuantizeResult(output, model.input_shape, io_type, count, calib_images is None, fidelity, lineage)
+
+
+def write_lineage(
+    source: Path, output: Path, calib_root: Path, calib_images: Sequence[Path], count: int, fidelity: Optional[Fidelity]
+) -> Path:
+    """Write ``<output stem>.lineage.json`` beside ``output``; return its path.
+
+    ``calib_images`` empty means random calibration (``count`` noise images). Raises OSError.
+    """
+    if source.is_dir():
+        float_sha = dataset_digest(source, [p for p in source.rglob("*") if p.is_file()])
+    else:
+        float_sha = sha256_file(source)
+    record = Lineage(
+        calibration_digest=dataset_digest(calib_root, calib_images),
+        calibration_images=count,
+        calibration_random=not calib_images,
+        float_path=source.name,
+        float_sha256=float_sha,
+        int8_path=output.name,
+        int8_sha256=sha256_file(output),
+        int8_size=output.stat().st_size,
+        fidelity=None
+        if fidelity is None
+        else LineageFidelity(fidelity.images, round(fidelity.top1_agreement, 6), round(fidelity.mean_abs_diff, 6)),
+    )
+    path = lineage_path(output)
+    atomic_write(path, json.dumps(record.to_dict(), indent=2, sort_keys=True).encode() + b"\n")
+    return path

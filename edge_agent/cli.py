@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 import click
 
 from edge_agent.bundled import demo_images, demo_model
+from edge_agent.capture.commands import captures
+from edge_agent.capture.options import capture_options
 from edge_agent.config import RUNTIMES
 from edge_agent.errors import EdgeAgentError
 from edge_agent.options import load_cli_config, publish_options
@@ -130,6 +132,7 @@ def _print_jsonl(result: Any) -> None:
 )
 @click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
 @publish_options
+@capture_options
 def classify(
     model: Path,
     labels: Optional[Path],
@@ -148,6 +151,7 @@ def classify(
     max_pixels: int,
     device_id: Optional[str],
     publish: Dict[str, Any],
+    capture: Dict[str, Any],
 ) -> None:
     """Classify an image, a folder, a video, a camera or a stream.
 
@@ -179,6 +183,7 @@ def classify(
         "keep_aspect": keep_aspect or None,
         "max_pixels": max_pixels,
         "device_id": device_id,
+        "capture": capture,
     }
     config = load_cli_config(None, flags)
     sinks: List[Callable[[Any], None]] = []
@@ -211,6 +216,7 @@ def classify(
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, default=None, help="Keep the aspect ratio when resizing (pad).")
 @publish_options
+@capture_options
 def run(
     config_path: Optional[Path],
     model: Optional[Path],
@@ -224,6 +230,7 @@ def run(
     std: Optional[float],
     keep_aspect: Optional[bool],
     publish: Dict[str, Any],
+    capture: Dict[str, Any],
 ) -> None:
     """Run as a service: classify and publish to MQTT until SIGTERM.
 
@@ -250,6 +257,7 @@ def run(
         "mean": mean,
         "std": std,
         "keep_aspect": keep_aspect,
+        "capture": capture,
     }
     run_agent(load_cli_config(config_path, flags))
 
@@ -277,3 +285,6 @@ def devices() -> None:
         click.echo(f"{tpu.kind}: {tpu.description} at {tpu.path}{temp}")
     for line in coral or []:
         click.echo(f"pycoral: {line}")
+
+
+main.add_command(captures)

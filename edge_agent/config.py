@@ -1,7 +1,8 @@
 """The agent's configuration: one typed tree, loaded in order of precedence.
 
 1. defaults (below, next to each field),
-2. a TOML file (``edge-agent run --config FILE``; sections ``[mqtt]``, ``[outbox]``, ``[updates]``),
+2. a TOML file (``edge-agent run --config FILE``; sections ``[mqtt]``, ``[outbox]``, ``[updates]``,
+   ``[capture]``),
 3. the environment: ``EDGE_AGENT_<FIELD>`` for top-level fields and
    ``EDGE_AGENT_<SECTION>_<FIELD>`` for the others, e.g. ``EDGE_AGENT_DEVICE_ID``,
    ``EDGE_AGENT_MQTT_URL``, ``EDGE_AGENT_MQTT_PASSWORD``, ``EDGE_AGENT_OUTBOX_MAX_MESSAGES``,
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union, get_type_hints
 
+from edge_agent.capture.settings import CaptureConfig
 from edge_agent.errors import ConfigError
 from release_contract.topics import BrokerUrlError, parse_broker_url
 
@@ -183,6 +185,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     updates: UpdatesConfig = field(default_factory=UpdatesConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
@@ -212,6 +215,7 @@ class Config:
         self.mqtt.validate()
         self.outbox.validate()
         self.updates.validate()
+        self.capture.validate()
         if self.updates.enabled and not self.mqtt.url:
             raise ConfigError("updates.enabled needs mqtt.url: rollout commands arrive over MQTT")
 
@@ -227,7 +231,12 @@ class Config:
         return self.state_path / "outbox.sqlite"
 
 
-_SECTIONS: Dict[str, Any] = {"mqtt": MqttConfig, "outbox": OutboxConfig, "updates": UpdatesConfig}
+_SECTIONS: Dict[str, Any] = {
+    "mqtt": MqttConfig,
+    "outbox": OutboxConfig,
+    "updates": UpdatesConfig,
+    "capture": CaptureConfig,
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

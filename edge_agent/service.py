@@ -24,6 +24,8 @@ from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from edge_agent.bundled import demo_images, demo_model
+from edge_agent.capture.collect import start_collect
+from edge_agent.capture.sink import CaptureSink
 from edge_agent.config import Config
 from edge_agent.errors import ConfigError
 from edge_agent.inference.classifier import Classifier, build_classifier
@@ -141,7 +143,8 @@ def run_service(
     """Run ``frame_loop`` publishing to MQTT (when ``config.mqtt.url`` is set) until it ends or
     SIGTERM/SIGINT arrives, then stop cleanly. With ``config.updates.enabled``, model updates over
     MQTT (edge_agent.updating) start once publishing is up and swap models in ``classifier`` (the
-    frame loop's classifier); they are closed first on stop.
+    frame loop's classifier); they are closed first on stop. With ``config.capture.dir`` and a trusted
+    key, signed collect commands upload the captures (edge_agent.capture.collect).
 
     Raises:
         ConfigError: an unusable state directory or broker URL.
@@ -157,9 +160,12 @@ def run_service(
             sinks = session.sinks + sinks
         try:
             updates = _start_updates(config, session, classifier)
+            collect = start_collect(config, session.publisher if session is not None else None)
             try:
                 frame_loop(sinks, stop)
             finally:
+                if collect is not None:
+                    collect.close()
                 if updates is not None:
                     updates.close()
         finally:
@@ -178,12 +184,16 @@ def run_pipeline(
 ) -> LoopStats:
     """Classify ``config.input`` with ``config.model`` and hand every result to ``sinks`` and, when
     ``config.mqtt.url`` is set, to MQTT; until the input ends, ``count`` results, or SIGTERM/SIGINT.
+    With ``config.capture.dir``, uncertain frames are captured (edge_agent.capture.sink).
 
     ``edge-agent classify`` (with its printing sinks) and ``edge-agent run`` both come here.
     Raises ModelError, DelegateError, InputError, ConfigError or PublishError.
     """
     classifier = open_classifier(config)
     source = open_input(config)
+    capture = CaptureSink(config.capture).start() if config.capture.dir is not None else None
+    if capture is not None:
+        sinks = [*sinks, capture]
     announcement = model_announcement(classifier.model, classifier.runtime.backend)
     holder: List[LoopStats] = []
 
@@ -203,6 +213,8 @@ def run_pipeline(
     finally:
         if not holder:
             source.close()
+        if capture is not None:
+            capture.close()
     stats = holder[0]
     log.info("%d frames, %.1f frames/s, %d dropped, %d skipped", stats.frames, stats.fps, stats.dropped, stats.skipped)
     return stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,14 +17,16 @@ from typing import List, Optional
 
 import click
 
-from registry.cli_options import full_ref, store_option
+from registry.cli_captures import captures
+from registry.cli_options import broker_option, full_ref, store_option
 from registry.cli_rollout import rollout, status
 from registry.release import build_manifest, find_release_files, push_release
+from registry.rollout import Controller
 from registry.store import open_store
 from release_contract.errors import RegistryError
 from release_contract.exits import USAGE, MappedErrorsGroup, UserError
 from release_contract.fetch import pull_release
-from release_contract.manifest import parse_ref
+from release_contract.manifest import Manifest, canonical_json, parse_envelope, parse_ref
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, verify_envelope
 from release_contract.stores import open_source
 
@@ -163,19 +166,47 @@ def list_cmd(name: Optional[str], store_url: Optional[str]) -> None:
 
 @main.command()
 @click.argument("ref", metavar="NAME[:VERSION|:canary|:stable]")
+@click.option("--lineage", is_flag=True, help="print the chain from calibration data to the devices running it")
+@click.option("--trust", type=click.Path(path_type=Path), multiple=True, help="with --lineage: check the signature")
+@broker_option
+@click.option("--prefix", default="edgetpu", show_default=True, help="MQTT topic prefix (with --lineage)")
 @store_option
-def show(ref: str, store_url: Optional[str]) -> None:
+def show(
+    ref: str, lineage: bool, trust: List[Path], broker: Optional[str], prefix: str, store_url: Optional[str]
+) -> None:
     """Print the manifest of a release (default: its newest version that is not yanked).
+
+    With --lineage: calibration set digest -> float model -> int8 model and fidelity -> compiled
+    model -> signed release -> the devices running it now (with --broker).
 
     \b
     Example:
       edge-registry show digits:3
+      edge-registry show --lineage digits:3 --broker mqtt://broker:1883 --trust keys/signing.pub
     """
     name, _, tag = ref.partition(":")
     store = open_store(store_url)
     version = store.resolve(name, tag or None)
-    signed = json.loads(store.envelope(name, version))
-    click.echo(json.dumps(signed, indent=2, sort_keys=True))
+    raw = store.envelope(name, version)
+    if not lineage:
+        click.echo(json.dumps(json.loads(raw), indent=2, sort_keys=True))
+        return
+    from registry.lineage import lineage_lines, running_devices
+
+    signed, sigs = parse_envelope(raw)
+    verified = TrustedKeys.from_paths(trust).verify(canonical_json(signed), sigs) if trust else None
+    manifest = Manifest.from_dict(signed)
+    devices = None
+    broker = broker or os.environ.get("EDGE_REGISTRY_BROKER")
+    if broker:
+        controller = Controller(broker, None, Path("."))  # no key: it only reads announcements
+        controller.connect()
+        try:
+            devices = running_devices(manifest, controller.announcements(prefix, quiet=1.0, limit=10.0))
+        finally:
+            controller.close()
+    for line in lineage_lines(manifest, sigs, verified, devices):
+        click.echo(line)
 
 
 @main.command()
@@ -252,6 +283,7 @@ def yank(ref: str, store_url: Optional[str]) -> None:
 
 main.add_command(rollout)
 main.add_command(status)
+main.add_command(captures)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry.store.base import Store
 from release_contract.errors import AlreadyExists, ManifestError, RegistryError
+from release_contract.lineage import SUFFIX as LINEAGE_SUFFIX
+from release_contract.lineage import Lineage
 from release_contract.manifest import (
     FileEntry,
     Manifest,
@@ -41,6 +43,8 @@ class ReleaseFiles:
 
     files: Dict[str, Path]
     report: Optional[CompileReport]
+    #: ``*.lineage.json`` files found beside the models (``edge-compile quantize`` writes one)
+    lineages: List[Path] = field(default_factory=list)
 
 
 def find_release_files(
@@ -54,8 +58,9 @@ def find_release_files(
 
     ``*_edgetpu.tflite`` is the compiled model, the other ``.tflite`` the CPU fallback,
     ``labels.txt`` (or the only ``.txt``) the labels, ``golden.bin`` the golden input and
-    ``*_edgetpu.json`` (or ``*report*.json``) the compile report; without a CPU model in the
-    folder, the report's input model is used. Raises :class:`ManifestError` when a required
+    ``*_edgetpu.json`` (or ``*report*.json``) the compile report and ``*.lineage.json`` the
+    quantize step's lineage; without a CPU model in the folder, the report's input model is
+    used. Raises :class:`ManifestError` when a required
     file is missing or ambiguous.
     """
     model_dir = Path(model_dir)
@@ -93,7 +98,27 @@ def find_release_files(
     for role, path in files.items():
         if not path.is_file():
             raise ManifestError(f"{role.replace('_', ' ')} not found: {path}")
-    return ReleaseFiles(files, report)
+    lineages = sorted({*model_dir.glob(f"*{LINEAGE_SUFFIX}"), *files["cpu_model"].parent.glob(f"*{LINEAGE_SUFFIX}")})
+    return ReleaseFiles(files, report, lineages)
+
+
+def release_lineage(source: ReleaseFiles, cpu_sha256: str) -> Optional[Lineage]:
+    """The lineage among ``source.lineages`` whose int8 model is the CPU model (by sha256), or None.
+
+    Raises :class:`ManifestError` when a lineage file is malformed, or when there are lineage
+    files but none describes this CPU model (a lineage of another model would be a lie).
+    """
+    found = [Lineage.read(p) for p in source.lineages]
+    for lineage in found:
+        if lineage.int8_sha256 == cpu_sha256:
+            return lineage
+    if found:
+        names = ", ".join(p.name for p in source.lineages)
+        raise ManifestError(
+            f"{names} describe(s) another int8 model than {source.files['cpu_model'].name}: "
+            "re-run edge-compile quantize, or remove the stale lineage file"
+        )
+    return None
 
 
 def _read_report(model_dir: Path) -> Optional[CompileReport]:
@@ -164,11 +189,12 @@ def build_manifest(
             min_runtime = report.min_runtime_version
         else:
             min_runtime = DEFAULT_MIN_RUNTIME
-    lineage = (report.source_sha256 if report else "") or file_entry("cpu_model", source.files["cpu_model"]).sha256
+    entries = {role: file_entry(role, path) for role, path in source.files.items()}
+    lineage = (report.source_sha256 if report else "") or entries["cpu_model"].sha256
     return Manifest(
         name=check_name(name),
         version=check_version(version),
-        files={role: file_entry(role, path) for role, path in source.files.items()},
+        files=entries,
         input={"shape": shape, "dtype": dtype, "mean": mean, "std": std},
         created_at=format_time(created),
         expires_at=format_time(created + timedelta(days=expires_days)),
@@ -177,6 +203,7 @@ def build_manifest(
         source_sha256=str(lineage),
         compile_report=report.to_dict() if report else {},
         golden_top1=golden_top1,
+        lineage=release_lineage(source, entries["cpu_model"].sha256),
     )
 
 

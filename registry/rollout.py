@@ -140,7 +140,7 @@ class Controller:
     def __init__(
         self,
         broker: str,
-        key: Ed25519PrivateKey,
+        key: Optional[Ed25519PrivateKey],
         state_dir: Path,
         on_change: Optional[Callable[[RolloutState], None]] = None,
         client_id: str = "",
@@ -152,6 +152,11 @@ class Controller:
         self.client_id = client_id or f"edge-registry-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self._events: queue.Queue[Tuple[str, bytes]] = queue.Queue()
         self._client: Any = None
+
+    def _signing_key(self) -> Ed25519PrivateKey:
+        if self.key is None:
+            raise RolloutError("this controller was opened without a signing key: it can only read")
+        return self.key
 
     # -- MQTT -------------------------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> None:
@@ -207,8 +212,16 @@ class Controller:
 
         Collects announcements until none has arrived for ``quiet`` seconds (at most ``limit``).
         """
+        found = self.announcements(prefix, quiet, limit)
+        return sorted(d for d, msg in found.items() if msg["fleet"] == fleet)
+
+    def announcements(self, prefix: str, quiet: float = 2.0, limit: float = 120.0) -> Dict[str, Dict[str, Any]]:
+        """Device id -> its retained model announcement (``release_contract.protocol.parse_model``).
+
+        Collects announcements until none has arrived for ``quiet`` seconds (at most ``limit``).
+        """
         self._client.subscribe(f"{prefix}/+/model", qos=1)
-        found: Dict[str, str] = {}
+        found: Dict[str, Dict[str, Any]] = {}
         end = time.monotonic() + limit
         while time.monotonic() < end:
             try:
@@ -221,9 +234,16 @@ class Controller:
                 continue
             device = topic[len(prefix) + 1 : -len("/model")]
             if topic.startswith(f"{prefix}/") and device and "/" not in device:
-                found[device] = msg["fleet"]
+                found[device] = msg
         self._client.unsubscribe(f"{prefix}/+/model")
-        return sorted(d for d, f in found.items() if f == fleet)
+        return found
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained at QoS 1 and wait for the broker's acknowledgement (30 s at most).
+
+        Raises RolloutError when the broker does not acknowledge it.
+        """
+        self._publish(topic, payload)
 
     # -- the rollout ------------------------------------------------------------------------------------
     def run(self, state: RolloutState, poll: float = 0.5) -> RolloutState:
@@ -287,7 +307,7 @@ class Controller:
             version=state.version,
             store=state.store,
             issued_at=int(time.time()),
-        ).sign(self.key)
+        ).sign(self._signing_key())
 
     @staticmethod
     def _state_of(state: RolloutState, device: str) -> Optional[str]:

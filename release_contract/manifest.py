@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from release_contract.errors import ManifestError
+from release_contract.lineage import Lineage
 
 SCHEMA = "edgetpu.release/1"
 ENVELOPE_NAME = "release.json"
@@ -119,8 +120,9 @@ class Manifest:
     ``input`` holds ``shape`` (e.g. ``[1, 32, 32, 3]``), ``dtype`` and the
     normalization ``mean``/``std``; ``min_runtime`` is the lowest Edge TPU runtime
     version able to run the compiled model; ``source_sha256``, ``compiler_version`` and
-    ``compile_report`` are the lineage. ``golden_top1`` is the class the golden input
-    must yield, when known.
+    ``compile_report`` are the lineage of the compile step; ``lineage`` (optional, see
+    :mod:`release_contract.lineage`) that of the quantize step: calibration set, float model,
+    fidelity. ``golden_top1`` is the class the golden input must yield, when known.
     """
 
     name: str
@@ -134,6 +136,7 @@ class Manifest:
     source_sha256: str = ""
     compile_report: Dict[str, Any] = field(default_factory=dict)
     golden_top1: Optional[int] = None
+    lineage: Optional[Lineage] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The ``signed`` part of the envelope."""
@@ -152,6 +155,8 @@ class Manifest:
         }
         if self.golden_top1 is not None:
             data["golden_top1"] = self.golden_top1
+        if self.lineage is not None:
+            data["lineage"] = self.lineage.to_dict()
         return data
 
     @classmethod
@@ -187,6 +192,7 @@ class Manifest:
         report = data.get("compile_report", {})
         if not isinstance(report, Mapping):
             raise ManifestError("manifest compile_report must be an object")
+        lineage = Lineage.from_dict(data["lineage"]) if "lineage" in data else None
         created, expires = str(data.get("created_at", "")), str(data.get("expires_at", ""))
         parse_time(created)
         parse_time(expires)
@@ -202,6 +208,7 @@ class Manifest:
             source_sha256=str(data.get("source_sha256", "")),
             compile_report=dict(report),
             golden_top1=golden,
+            lineage=lineage,
         )
 
     @property

@@ -9,6 +9,9 @@ Topics (``prefix`` defaults to ``edgetpu``)::
     <prefix>/<device>/rollout           rollout command for one device (retained)
     <prefix>/<device>/rollout/status    the device's progress on its latest command (retained)
     <prefix>/fleet/<fleet>/rollout      rollout command for every device of a fleet (retained)
+    <prefix>/<device>/collect           signed collect command for one device (retained)
+    <prefix>/fleet/<fleet>/collect      signed collect command for every device of a fleet (retained)
+    <prefix>/<device>/collect/status    the device's progress on its latest collect command (retained)
 """
 
 from __future__ import annotations
@@ -52,6 +55,21 @@ def status_topic(prefix: str, device: str) -> str:
 def model_topic(prefix: str, device: str) -> str:
     """``<prefix>/<device>/model``."""
     return f"{prefix}/{_segment(device, 'device id')}/model"
+
+
+def collect_device_topic(prefix: str, device: str) -> str:
+    """``<prefix>/<device>/collect``."""
+    return f"{prefix}/{_segment(device, 'device id')}/collect"
+
+
+def collect_fleet_topic(prefix: str, fleet: str) -> str:
+    """``<prefix>/fleet/<fleet>/collect``."""
+    return f"{prefix}/fleet/{_segment(fleet, 'fleet')}/collect"
+
+
+def collect_status_topic(prefix: str, device: str) -> str:
+    """``<prefix>/<device>/collect/status``."""
+    return f"{collect_device_topic(prefix, device)}/status"
 
 
 @dataclass(frozen=True)

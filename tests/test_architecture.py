@@ -20,6 +20,7 @@ FORBIDDEN = {
     "edge_agent.inference": ("edge_agent.publishing", "edge_agent.updating", "edge_agent.service", "edge_agent.cli"),
     "edge_agent.publishing": ("edge_agent.updating", "edge_agent.service", "edge_agent.cli"),
     "edge_agent.updating": ("edge_agent.service", "edge_agent.cli"),
+    "edge_agent.capture": ("edge_agent.publishing", "edge_agent.updating", "edge_agent.service", "edge_agent.cli"),
 }
 
 

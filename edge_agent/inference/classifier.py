@@ -105,6 +105,7 @@ class Classifier:
             inference_ms=inference_ms,
             total_ms=total_ms,
             top_k=classes,
+            frame_ref=frame,
         )
 
 

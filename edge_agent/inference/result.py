@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
+from edge_agent.inference.sources import Frame
+
 SCHEMA = "edgetpu.classification/1"
 
 
@@ -53,6 +55,8 @@ class Classification:
     top_k: List[Class]
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     extra: Optional[Dict[str, Any]] = None
+    #: the frame as read, before pre-processing, for sinks that keep frames (capture); not in the payload
+    frame_ref: Optional[Frame] = field(default=None, repr=False, compare=False)
 
     @property
     def top1(self) -> Optional[Class]:

@@ -33,12 +33,14 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
 
 @dataclass
 class Frame:
-    """One frame: ``image`` is RGB uint8 (H, W, 3); ``captured_at`` is seconds since the epoch."""
+    """One frame: ``image`` is RGB uint8 (H, W, 3); ``captured_at`` is seconds since the epoch;
+    ``path`` is the image file it was decoded from (None for video, cameras and streams)."""
 
     image: np.ndarray
     source: str
     index: int
     captured_at: float
+    path: Optional[Path] = None
 
 
 class Source:
@@ -105,7 +107,7 @@ class ImageFiles(Source):
                 self.failures += 1
                 log.warning("skipped %s", exc)
                 continue
-            yield Frame(image=image, source=str(path), index=index, captured_at=time.time())
+            yield Frame(image=image, source=str(path), index=index, captured_at=time.time(), path=path)
 
 
 class VideoCapture(Source):

@@ -1,0 +1,140 @@
+"""The operator's side of captures: ask devices to upload them, gather the uploads into a dataset.
+
+:func:`collect_command` builds the signed ``collect`` command (:mod:`release_contract.collect`);
+:func:`pull_captures` copies every batch the devices of a fleet uploaded to a directory store into
+a dataset layout: ``<to>/<predicted label>/<image>`` beside its JSON record, each file checked
+against the batch's size and sha256 first. A pull can be repeated: files already there are kept
+(so a user's relabelling, moving files between folders, is not undone for files it still finds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set
+
+from release_contract.collect import (
+    BATCH_NAME,
+    CAPTURES_DIR,
+    MAX_BATCH_BYTES,
+    CollectCommand,
+    dataset_label,
+    parse_batch,
+    target_of,
+)
+from release_contract.errors import ManifestError, StoreError
+from release_contract.files import sha256_file
+from release_contract.stores import store_kind
+
+log = logging.getLogger(__name__)
+
+
+def collect_command(
+    store: str,
+    *,
+    fleet: Optional[str] = None,
+    device: Optional[str] = None,
+    since: int = 0,
+    max_bytes: int = 100 << 20,
+    expires_in: int = 24 * 3600,
+    now: Optional[float] = None,
+) -> CollectCommand:
+    """The collect command for ``fleet`` or ``device`` (exactly one), valid for ``expires_in`` seconds."""
+    issued = int(time.time() if now is None else now)
+    stamp = datetime.fromtimestamp(issued, tz=timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return CollectCommand(
+        target=target_of(device, fleet),
+        id=f"collect-{stamp}",
+        issued_at=issued,
+        expires_at=issued + expires_in,
+        since=since,
+        max_bytes=max_bytes,
+        store=store,
+    )
+
+
+@dataclass
+class PullResult:
+    """What :func:`pull_captures` did."""
+
+    batches: int = 0
+    copied: int = 0
+    kept: int = 0  # already in the dataset (possibly moved to another label folder by the user)
+    labels: Set[str] = field(default_factory=set)
+    refused: List[str] = field(default_factory=list)  # files that did not match their batch
+
+
+def _existing_names(target: Path) -> Set[str]:
+    """File names already anywhere in the dataset (a relabelled file keeps its name)."""
+    return {p.name for p in target.rglob("*") if p.is_file()} if target.is_dir() else set()
+
+
+def pull_captures(store_url: str, fleet: str, target: Path, device: Optional[str] = None) -> PullResult:
+    """Gather the batches uploaded by ``fleet``'s devices (or one ``device``) into ``target``.
+
+    Raises StoreError for an OCI store (devices upload to directory stores only) or a missing one.
+    """
+    kind, location = store_kind(store_url)
+    if kind != "local":
+        raise StoreError("captures are collected into directory stores only: pass --store DIR")
+    root = Path(location) / CAPTURES_DIR
+    if not Path(location).is_dir():
+        raise StoreError(f"store directory {location} does not exist")
+    result = PullResult()
+    present = _existing_names(target)
+    batches = sorted(root.glob(f"*/*/{BATCH_NAME}")) if root.is_dir() else []
+    for batch_path in batches:
+        try:
+            with batch_path.open("rb") as fh:
+                header, files = parse_batch(fh.read(MAX_BATCH_BYTES + 1))
+        except (OSError, ManifestError) as exc:
+            log.warning("skipped %s: %s", batch_path, exc)
+            continue
+        if header.get("fleet") != fleet or (device and header.get("device") != device):
+            continue
+        result.batches += 1
+        folder = batch_path.parent
+        by_name = {f["path"]: f for f in files}
+        for entry in files:
+            if not entry["path"].endswith(".json"):
+                continue
+            image_entry = next(
+                (f for n, f in by_name.items() if n != entry["path"] and n.startswith(entry["path"][:-5] + ".")), None
+            )
+            if image_entry is None:
+                continue
+            _pull_one(folder, entry, image_entry, target, present, result)
+    return result
+
+
+def _pull_one(
+    folder: Path, record: Dict[str, Any], image: Dict[str, Any], target: Path, present: Set[str], result: PullResult
+) -> None:
+    for entry in (record, image):
+        path = folder / entry["path"]
+        if not path.is_file() or path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+            result.refused.append(str(path))
+            log.warning("skipped %s: it does not match its batch (size or sha256)", path)
+            return
+    if image["path"] in present:
+        result.kept += 1
+        return
+    try:
+        label = dataset_label(json.loads((folder / record["path"]).read_text("utf-8")))
+    except (OSError, ValueError):
+        label = "unknown"
+    dest = target / label
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / record["path"], dest / record["path"])
+    tmp = dest / f".{image['path']}.tmp"
+    shutil.copyfile(folder / image["path"], tmp)
+    os.replace(tmp, dest / image["path"])
+    present.add(image["path"])
+    result.copied += 1
+    result.labels.add(label)
