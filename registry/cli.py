@@ -206,14 +206,15 @@ def pull(ref: str, target: Path, trust: List[Path], runtime: Optional[int], stor
     if target.exists():
         target.rmdir()
     work = target.parent / f".{target.name}.download"
-    manifest = verify_envelope(open_source(store.url, login=current_login()).fetch_envelope(name, version), trusted)
+    source = open_source(store.url, login=current_login())
+    manifest = verify_envelope(source.fetch_envelope(name, version), trusted)
     from tqdm import tqdm
 
     with tqdm(
         total=manifest.total_size, unit="B", unit_scale=True, desc=f"{name}:{version}", disable=not sys.stderr.isatty()
     ) as bar:
         result = pull_release(
-            open_source(store.url, login=current_login()), name, version, trusted, target, work, runtime_version=runtime, progress=bar.update
+            source, name, version, trusted, target, work, runtime_version=runtime, progress=bar.update
         )
     shutil.rmtree(work, ignore_errors=True)
     click.echo(f"verified and wrote {result.manifest.ref} to {target}")

@@ -19,7 +19,6 @@ MAX_PASSWORD = 64 * 1024
 STORE_HELP = "a directory or oci://host[:port]/repository (default: $EDGE_REGISTRY, else ./registry)"
 
 
-
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     ctx.meta[f"edge_registry.{param.name}"] = value
     return value

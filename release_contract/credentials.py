@@ -118,19 +118,21 @@ def from_docker_config(path: Path, host: str) -> Optional[Credentials]:
         raise CredentialsError(f"the Docker config {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         config = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise CredentialsError(f"the Docker config {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except ValueError as exc:
+        raise CredentialsError(f"the Docker config {path} is not valid JSON (not UTF-8 text)") from exc
     if not isinstance(config, dict):
         raise CredentialsError(f"the Docker config {path} is not a JSON object")
     keys = _host_keys(host)
-    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    helpers: Dict[str, Any] = config["credHelpers"] if isinstance(config.get("credHelpers"), dict) else {}
     helper = next((helpers[k] for k in keys if isinstance(helpers.get(k), str)), None)
     for name in (helper, config.get("credsStore")):
         if isinstance(name, str) and name:
             found = _from_helper(name, keys[0], path)
             if found is not None:
                 return found
-    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    auths: Dict[str, Any] = config["auths"] if isinstance(config.get("auths"), dict) else {}
     for key in keys:
         entry = auths.get(key)
         if isinstance(entry, dict):

@@ -255,4 +255,3 @@ class RegistryClient:
                 continue
             return resp
         raise DownloadError(f"{self.host} redirected more than {MAX_REDIRECTS} times")
-

@@ -187,7 +187,8 @@ def test_expired_tokens_are_one_line(tmp_path: Path) -> None:
     tokens = TokenServer(tmp_path / "tokens", USERS, token_lifetime=-120).start()
     try:
         with RegistryServer(tmp_path / "oci", auth=tokens.registry_auth()) as server:
-            res = cli("list", "--store", server.store_url("m"), "--username", "ci", "--password-stdin", stdin="push-secret")
+            login = ("--username", "ci", "--password-stdin")
+            res = cli("list", "--store", server.store_url("m"), *login, stdin="push-secret")
             assert "refused" in one_line_error(res)
             assert tokens.requests <= 2
     finally:

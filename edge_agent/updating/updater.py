@@ -33,12 +33,12 @@ from typing import Any, Callable, Dict, Optional
 from edge_agent.errors import UpdateError
 from edge_agent.updating.state import ActiveRelease, Pointer, ReleaseState
 from edge_agent.updating.validate import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, validate_model
+from release_contract.credentials import Login
 from release_contract.errors import ManifestError, RegistryError, VerificationError
 from release_contract.fetch import pull_release
 from release_contract.manifest import version_key
 from release_contract.protocol import Command, model_message, parse_command, status_message
 from release_contract.signing import TrustedKeys
-from release_contract.credentials import Login
 from release_contract.stores import open_source
 
 log = logging.getLogger(__name__)
