@@ -21,13 +21,15 @@ from helpers.fleet import make_release_dir, push_version
 from helpers.registry_server import RegistryServer, htpasswd_auth
 from helpers.token_server import TokenServer
 
+from edge_agent.config import UpdatesConfig
+from edge_agent.errors import ConfigError
 from registry.cli import main
 from registry.store import open_store
 from release_contract.credentials import Login
 from release_contract.errors import AuthError
 from release_contract.fetch import pull_release
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key
-from release_contract.stores import OciSource
+from release_contract.stores import OciSource, open_source
 
 USERS = {"ci": "push-secret", "device": "pull-secret"}
 
@@ -254,3 +256,22 @@ def test_a_failing_credential_helper_is_one_line_and_hides_its_output(
 def test_a_username_without_a_password_is_a_usage_error(basic_registry: RegistryServer) -> None:
     res = cli("list", "--store", basic_registry.store_url("models"), "--username", "ci")
     assert "--password-stdin" in one_line_error(res) and res.exit_code == 2
+
+
+def test_a_device_pulls_with_the_read_only_login_from_its_updates_config(
+    tmp_path: Path, token_registry: RegistryServer, keys: Tuple[Ed25519PrivateKey, Path]
+) -> None:
+    url = token_registry.store_url("models")
+    push_version(open_store(url, Login(username="ci", password="push-secret")), keys[0], make_release_dir(tmp_path), "1")
+    (tmp_path / "registry.pass").write_text("pull-secret\n")
+    updates = UpdatesConfig(registry_username="device", registry_password_file=tmp_path / "registry.pass")
+    updates.validate()
+    source = open_source(url, timeout=10, login=updates.registry_login())
+    result = pull_release(source, "digits", "1", TrustedKeys.from_paths([keys[1]]), tmp_path / "out", tmp_path / "w")
+    assert result.manifest.ref == "digits:1"
+    assert "pull-secret" not in repr(updates.registry_login())
+
+
+def test_a_device_username_without_its_password_file_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="registry_password_file"):
+        UpdatesConfig(registry_username="device").validate()
