@@ -262,7 +262,9 @@ def test_a_device_pulls_with_the_read_only_login_from_its_updates_config(
     tmp_path: Path, token_registry: RegistryServer, keys: Tuple[Ed25519PrivateKey, Path]
 ) -> None:
     url = token_registry.store_url("models")
-    push_version(open_store(url, Login(username="ci", password="push-secret")), keys[0], make_release_dir(tmp_path), "1")
+    push_version(
+        open_store(url, Login(username="ci", password="push-secret")), keys[0], make_release_dir(tmp_path), "1"
+    )
     (tmp_path / "registry.pass").write_text("pull-secret\n")
     updates = UpdatesConfig(registry_username="device", registry_password_file=tmp_path / "registry.pass")
     updates.validate()
