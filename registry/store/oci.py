@@ -40,6 +40,7 @@ YANK_PREFIX = "yanked-"
 MAX_MANIFEST = 1 << 20
 MAX_LISTING = 4 << 20
 PAGE = 1000
+MAX_PAGES = 100  # 100,000 tags or repositories: a registry that pages forever is cut off
 
 
 class OciStore(Store):
@@ -66,20 +67,32 @@ class OciStore(Store):
     def _push(self, name: str) -> str:
         return f"repository:{self._repo(name)}:pull,push"
 
-    def _tags(self, name: str) -> List[str]:
-        tags: List[str] = []
-        path: Optional[str] = f"/v2/{self._repo(name)}/tags/list?n={PAGE}"
-        while path:
-            resp = self._client.request("GET", path, self._pull(name))
-            if resp.status == 404:
+    def _paged(self, path: str, scope: str, key: str, what: str, missing: Optional[str] = None) -> List[str]:
+        """All the strings under ``key`` of a paginated listing (``Link: rel="next"``), at most MAX_PAGES pages."""
+        items: List[str] = []
+        next_path: Optional[str] = path
+        for _ in range(MAX_PAGES):
+            resp = self._client.request("GET", next_path or path, scope)
+            if resp.status == 404 and missing:
                 resp.close()
-                raise NotFound(f"no release named {name!r} in {self.url}")
-            with expect(resp, (200,), f"listing {name} in {self.url}"):
-                body = read_json(resp, MAX_LISTING, f"the tags of {name} in {self.url}")
-                path = _next_page(resp.headers.get("Link", ""))
-            page = body.get("tags") if isinstance(body, dict) else None
-            tags += [t for t in page or [] if isinstance(t, str)]
-        return tags
+                raise NotFound(missing)
+            with expect(resp, (200,), f"listing {what}"):
+                body = read_json(resp, MAX_LISTING, what)
+                next_path = _next_page(resp.headers.get("Link", ""))
+            page = body.get(key) if isinstance(body, dict) else None
+            items += [item for item in page or [] if isinstance(item, str)]
+            if not next_path:
+                return items
+        raise StoreError(f"{what} goes on for more than {MAX_PAGES} pages: refusing it")
+
+    def _tags(self, name: str) -> List[str]:
+        return self._paged(
+            f"/v2/{self._repo(name)}/tags/list?n={PAGE}",
+            self._pull(name),
+            "tags",
+            f"the tags of {name} in {self.url}",
+            missing=f"no release named {name!r} in {self.url}",
+        )
 
     def _manifest(self, name: str, ref: str) -> Tuple[bytes, Any]:
         resp = self._client.request(
@@ -147,15 +160,8 @@ class OciStore(Store):
         self._put_manifest(name, version, release_manifest(envelope, blobs))  # the tag appears last
 
     def names(self) -> List[str]:
-        repos: List[str] = []
-        path: Optional[str] = f"/v2/_catalog?n={PAGE}"
-        while path:
-            resp = self._client.request("GET", path, "registry:catalog:*")
-            with expect(resp, (200,), f"listing the catalog of {self.base}"):
-                body = read_json(resp, MAX_LISTING, f"the catalog of {self.base}")
-                path = _next_page(resp.headers.get("Link", ""))
-            page = body.get("repositories") if isinstance(body, dict) else None
-            repos += [r for r in page or [] if isinstance(r, str)]
+        what = f"the catalog of {self.base}"
+        repos = self._paged(f"/v2/_catalog?n={PAGE}", "registry:catalog:*", "repositories", what)
         prefix = f"{self.repo}/"
         return sorted(r[len(prefix) :] for r in repos if r.startswith(prefix) and "/" not in r[len(prefix) :])
 
