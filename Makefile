@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 MODEL ?=
 ARGS ?=
 # Debian packages the tests need; installed with apt-get when missing and run as root.
-SYSTEM_PACKAGES := mosquitto docker-registry
+SYSTEM_PACKAGES := mosquitto docker-registry skopeo
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-dev system-deps demo test test-fast lint format bench compile models clean
@@ -31,7 +31,7 @@ venv: $(VENV)/.base ## create the virtualenv with the agent only (no TensorFlow)
 
 venv-dev: $(VENV)/.dev ## the virtualenv with the compiler, registry and test extras
 
-system-deps: ## install Mosquitto and the CNCF registry with apt-get when missing (needs root)
+system-deps: ## install Mosquitto, the CNCF registry and skopeo with apt-get when missing (needs root)
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 demo: $(VENV)/.base ## classify the bundled sample images with the bundled model (and publish to MQTT)
@@ -53,7 +53,7 @@ format: $(VENV)/.dev ## ruff format the tree and apply ruff's safe fixes
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: $(VENV)/.dev ## benchmarks: print ratios measured side by side in one run
+bench: system-deps $(VENV)/.dev ## benchmarks: print ratios measured side by side in one run
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 compile: $(VENV)/.dev ## quantize/check/compile a model: make compile MODEL=path/to/model.tflite

@@ -219,7 +219,7 @@ def _parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
 
 
 @main.command("quantize")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.option(
     "-o",
     "--output",
@@ -258,7 +258,7 @@ def _parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
 @click.option("--input-size", help="H,W when the model's input size is not fixed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def quantize_cmd(
-    source: Path,
+    source: str,
     output: Optional[Path],
     calib: Optional[str],
     calib_count: int,
@@ -270,7 +270,8 @@ def quantize_cmd(
     input_size: Optional[str],
     as_json: bool,
 ) -> None:
-    """Full-integer quantize SOURCE (.keras, .h5 or a SavedModel folder) with TensorFlow.
+    """Full-integer quantize SOURCE with TensorFlow: a .keras or .h5 file, a SavedModel folder
+    (a TF Hub one included), or a TF Hub URL / Kaggle Models handle (downloaded once, then cached).
 
     \b
     Calibrates on --calib images resized to the model's input, then compares the float
@@ -281,9 +282,16 @@ def quantize_cmd(
       edge-compile quantize flowers.keras --calib photos/ --range [-1,1]
       edge-compile quantize saved_model/ --calib photos/ --eval test/ --io-type int8
       edge-compile quantize tiny.keras --calib random   # smoke test: accuracy meaningless
+      edge-compile quantize google/mobilenet-v2/tensorFlow2/100-224-classification/2 --calib photos/ --range [0,1]
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from compiler import quantize
+    from compiler import hub, quantize
+
+    model = Path(source)
+    name = model.name.split(".")[0]
+    if not model.exists() and hub.is_hub_reference(source):
+        model = hub.resolve(source)
+        name = next((p for p in reversed(source.rstrip("/").split("/")) if not p.isdigit()), "model")
 
     norm = calibration.Normalization.from_options(preset, mean, std)
     calib_images, eval_images, random_count = _calibration_sets(calib, calib_count, eval_dir)
@@ -293,9 +301,9 @@ def quantize_cmd(
             "is meaningless; use --calib DIR for a real model",
             err=True,
         )
-    output = output or DEFAULT_OUT / f"{source.name.split('.')[0] or 'model'}_int8.tflite"
+    output = output or DEFAULT_OUT / f"{name or 'model'}_int8.tflite"
     result = quantize.quantize(
-        source,
+        model,
         output,
         calib_images,
         eval_images,

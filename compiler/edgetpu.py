@@ -136,15 +136,28 @@ class LocalCompiler:
         return RunResult(proc.returncode, proc.stdout + proc.stderr)
 
 
+def copy_sources(dockerfile: Path) -> List[str]:
+    """The build-context paths a Dockerfile's ``COPY`` lines name (globs expanded, ``--from`` skipped)."""
+    root = dockerfile.parent
+    lines = dockerfile.read_text().replace("\\\n", " ").splitlines()
+    out: List[str] = []
+    for line in lines:
+        words = line.split()
+        if not words or words[0].upper() != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        for pattern in [w for w in words[1:-1] if not w.startswith("--")]:
+            out += sorted(str(p.relative_to(root)) for p in root.glob(pattern.rstrip("/")))
+    return out
+
+
 def _build_context(dockerfile: Path) -> io.BytesIO:
-    """A tar build context: the Dockerfile and the project files the image installs."""
+    """A tar build context: the Dockerfile and exactly the files its ``COPY`` lines name."""
     root = dockerfile.parent
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(dockerfile, arcname="Dockerfile")
-        for name in ("pyproject.toml", "README.md", "compiler"):
-            if (root / name).exists():
-                tar.add(root / name, arcname=name, filter=lambda t: None if "__pycache__" in t.name else t)
+        for name in copy_sources(dockerfile):
+            tar.add(root / name, arcname=name, filter=lambda t: None if "__pycache__" in t.name else t)
     buf.seek(0)
     return buf
 
@@ -272,8 +285,10 @@ def _docker_unusable_reason() -> str:
         return "the docker Python SDK is not installed"
     base_url = docker.utils.kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock"
     socket_path = base_url.split("://", 1)[1] if base_url.startswith(("unix://", "http+unix://")) else ""
+    start = " (the docker CLI is installed: start the engine, e.g. `sudo systemctl start docker` or Docker Desktop)"
+    hint = start if shutil.which("docker") else ""
     if socket_path and not Path(socket_path).exists():
-        return f"no docker engine is running (no socket at {socket_path})"
+        return f"no docker engine is running (no socket at {socket_path}){hint}"
     client = None
     try:
         # A fixed API version: "auto" negotiates inside the constructor, before we could close it.
@@ -281,7 +296,7 @@ def _docker_unusable_reason() -> str:
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"no docker engine is reachable ({first})"
+        return f"no docker engine is reachable ({first}){hint}"
     finally:
         if client is not None:
             client.close()

@@ -27,6 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Union, get_type_hints
 
 from edge_agent.capture.settings import CaptureConfig
 from edge_agent.errors import ConfigError
+from release_contract.credentials import Login
 from release_contract.topics import BrokerUrlError, parse_broker_url
 
 if sys.version_info >= (3, 11):
@@ -144,9 +145,34 @@ class UpdatesConfig:
     validation_timeout: float = 60.0  # seconds for the sandboxed validation of a new model
     validation_memory_mb: int = 1024  # address-space limit of the validation process
     download_timeout: float = 30.0  # read timeout of release downloads, seconds
+    # read-only registry login for oci:// stores: a username + a file holding its password or
+    # token, or a Docker config.json (auths, credHelpers, credsStore); none = anonymous
+    registry_username: str = ""
+    registry_password_file: Optional[Path] = None
+    registry_docker_config: Optional[Path] = None
+
+    def registry_login(self) -> Login:
+        """The registry login for release downloads; reads the password file (first line, at most 64 KiB)."""
+        password: Optional[str] = None
+        if self.registry_password_file is not None:
+            try:
+                with self.registry_password_file.open("rb") as fh:
+                    lines = fh.read(65536).decode("utf-8", "replace").splitlines()
+                password = lines[0] if lines else ""
+            except OSError as exc:
+                raise ConfigError(
+                    f"updates.registry_password_file: cannot read {self.registry_password_file}: {exc.strerror or exc}"
+                ) from exc
+        return Login(
+            username=self.registry_username or None,
+            password=password,
+            docker_config=self.registry_docker_config,
+        )
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
+        if bool(self.registry_username) != (self.registry_password_file is not None):
+            raise ConfigError("updates.registry_username and updates.registry_password_file go together")
         if self.enabled and self.trust is None:
             raise ConfigError(
                 "updates.trust is required when updates are enabled: the signing.pub whose releases this device accepts"

@@ -2,5 +2,5 @@
 and the rollout controller.
 
 What devices share with it (manifest, signatures, commands and topics, verified fetch)
-lives in :mod:`release_contract`; the OCI store imports ``oras`` lazily.
+lives in :mod:`release_contract`; the OCI store speaks the distribution API with the standard library.
 """

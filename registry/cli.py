@@ -18,7 +18,7 @@ from typing import List, Optional
 import click
 
 from registry.cli_captures import captures
-from registry.cli_options import broker_option, full_ref, store_option
+from registry.cli_options import broker_option, current_login, full_ref, store_option
 from registry.cli_rollout import rollout, status
 from registry.release import build_manifest, find_release_files, push_release
 from registry.rollout import Controller
@@ -141,7 +141,7 @@ def push(
         expires_days=expires_days,
         golden_top1=golden_top1,
     )
-    store = open_store(store_url)
+    store = open_store(store_url, current_login())
     push_release(store, manifest, source, signing_key)
     click.echo(f"pushed {manifest.ref} ({manifest.total_size} bytes, {len(manifest.files)} files) to {store.url}")
 
@@ -156,7 +156,7 @@ def list_cmd(name: Optional[str], store_url: Optional[str]) -> None:
     Example:
       edge-registry list digits --store ./registry
     """
-    rows = open_store(store_url).list(name)
+    rows = open_store(store_url, current_login()).list(name)
     if not rows:
         click.echo("no releases")
     for info in rows:
@@ -185,7 +185,7 @@ def show(
       edge-registry show --lineage digits:3 --broker mqtt://broker:1883 --trust keys/signing.pub
     """
     name, _, tag = ref.partition(":")
-    store = open_store(store_url)
+    store = open_store(store_url, current_login())
     version = store.resolve(name, tag or None)
     raw = store.envelope(name, version)
     if not lineage:
@@ -230,21 +230,22 @@ def pull(ref: str, target: Path, trust: List[Path], runtime: Optional[int], stor
     """
     name, version = parse_ref(ref)
     trusted = TrustedKeys.from_paths(trust)
-    store = open_store(store_url)
+    store = open_store(store_url, current_login())
     version = store.resolve(name, version) if version is None else version
     if target.exists() and any(target.iterdir()):
         raise UserError(f"{target} exists and is not empty")
     if target.exists():
         target.rmdir()
     work = target.parent / f".{target.name}.download"
-    manifest = verify_envelope(open_source(store.url).fetch_envelope(name, version), trusted)
+    source = open_source(store.url, login=current_login())
+    manifest = verify_envelope(source.fetch_envelope(name, version), trusted)
     from tqdm import tqdm
 
     with tqdm(
         total=manifest.total_size, unit="B", unit_scale=True, desc=f"{name}:{version}", disable=not sys.stderr.isatty()
     ) as bar:
         result = pull_release(
-            open_source(store.url), name, version, trusted, target, work, runtime_version=runtime, progress=bar.update
+            source, name, version, trusted, target, work, runtime_version=runtime, progress=bar.update
         )
     shutil.rmtree(work, ignore_errors=True)
     click.echo(f"verified and wrote {result.manifest.ref} to {target}")
@@ -262,7 +263,7 @@ def promote(ref: str, channel: str, store_url: Optional[str]) -> None:
       edge-registry promote digits:3 --channel stable
     """
     name, version = full_ref(ref)
-    open_store(store_url).set_channel(name, version, channel)
+    open_store(store_url, current_login()).set_channel(name, version, channel)
     click.echo(f"{name}:{channel} -> {version}")
 
 
@@ -277,7 +278,7 @@ def yank(ref: str, store_url: Optional[str]) -> None:
       edge-registry yank digits:3
     """
     name, version = full_ref(ref)
-    open_store(store_url).yank(name, version)
+    open_store(store_url, current_login()).yank(name, version)
     click.echo(f"yanked {name}:{version}")
 
 

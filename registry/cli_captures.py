@@ -10,7 +10,7 @@ from typing import Optional
 import click
 
 from registry.captures import collect_command, pull_captures
-from registry.cli_options import broker_option, store_option
+from registry.cli_options import broker_option, current_login, store_option
 from registry.rollout import Controller
 from registry.store import open_store
 from release_contract.exits import USAGE, UserError
@@ -82,7 +82,7 @@ def collect(
     if bool(fleet) == bool(device):
         raise click.UsageError("give exactly one of --fleet or --device")
     signing_key = load_private_key(key)
-    store = open_store(store_url)
+    store = open_store(store_url, current_login())
     command = collect_command(
         store.url,
         fleet=fleet,
@@ -116,7 +116,7 @@ def pull(fleet: str, device: Optional[str], target: Path, store_url: Optional[st
     Example:
       edge-registry captures pull --fleet farm --to datasets/farm --store /srv/registry
     """
-    store = open_store(store_url)
+    store = open_store(store_url, current_login())
     try:
         result = pull_captures(store.url, fleet, target, device)
     except OSError as exc:

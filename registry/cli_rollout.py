@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from registry.cli_options import broker_option, state_dir_path, state_option, store_option
+from registry.cli_options import broker_option, current_login, state_dir_path, state_option, store_option
 from registry.rollout import CATEGORIES, Controller, RolloutState, load_state, new_rollout
 from registry.store import open_store
 from release_contract.errors import NotFound, RolloutError
@@ -85,7 +85,7 @@ def rollout(
         name, _, tag = ref.partition(":")
         if not tag:
             raise click.BadParameter("give NAME:VERSION, NAME:canary or NAME:stable", param_hint="REF")
-        store = open_store(store_url)
+        store = open_store(store_url, current_login())
         try:
             version = store.resolve(name, tag)
         except NotFound as exc:

@@ -11,7 +11,10 @@ where they enter with ``raise ... from exc``::
     │                        expired manifest, replayed (older) version, runtime too old
     ├── StoreError           the store cannot be read or written (missing dir, unreachable host)
     │   ├── NotFound         no such release, version or file
-    │   └── AlreadyExists    a release with this name and version is already in the store
+    │   ├── AlreadyExists    a release with this name and version is already in the store
+    │   └── AuthError        the registry refused the login (or asked for one none was given)
+    ├── CredentialsError     the login settings are broken: a config.json that is not JSON,
+    │                        a credential helper that fails, a username without a password
     ├── DownloadError        a download failed, timed out or sent more than declared
     ├── ProtocolError        a rollout command or status message is malformed
     └── RolloutError         the rollout controller cannot start or resume
@@ -46,6 +49,16 @@ class NotFound(StoreError):
 
 class AlreadyExists(StoreError):
     """A release with this name and version already exists; versions are immutable."""
+
+
+class AuthError(StoreError):
+    """The registry refused the credentials or the token, or needs a login that was not given."""
+
+
+class CredentialsError(RegistryError):
+    """The registry login settings cannot be used (bad Docker config, failing helper, half a login)."""
+
+    exit_code = 2  # release_contract.exits.USAGE
 
 
 class DownloadError(RegistryError):

@@ -3,7 +3,7 @@
 * :class:`LocalSource` reads a store directory (local disk, NFS, USB stick);
 * :class:`OciSource` speaks the OCI distribution API over HTTP(S) with ``urllib``
   (``oci://host[:port]/repo``; plain HTTP for loopback hosts and ``oci+http://``),
-  including the anonymous bearer-token handshake used by public registries.
+  answering Basic and Bearer-token login challenges with :mod:`release_contract.oci_client`.
 
 :func:`store_kind` is the one place a store URL is told apart; the operator's stores
 (``registry.store``) use it too.
@@ -14,13 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import IO, Dict, Protocol, Tuple, Union
+from typing import IO, Dict, Optional, Protocol, Tuple, Union, cast
 
+from release_contract.credentials import Login
 from release_contract.errors import DownloadError, NotFound, StoreError, VerificationError
 from release_contract.manifest import (
     ENVELOPE_NAME,
@@ -30,6 +28,7 @@ from release_contract.manifest import (
     check_name,
     check_version,
 )
+from release_contract.oci_client import RegistryClient, expect, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -99,61 +98,26 @@ def parse_oci_url(url: str) -> Tuple[str, str]:
     if parsed.scheme not in ("oci", "oci+http") or not parsed.netloc or not parsed.path.strip("/"):
         raise StoreError(f"invalid OCI store URL {url!r}: expected oci://host[:port]/repository")
     host = parsed.hostname or ""
-    plain = parsed.scheme == "oci+http" or host in ("localhost", "::1") or host.startswith("127.")
+    plain = parsed.scheme == "oci+http" or is_loopback(host)
     return f"{'http' if plain else 'https'}://{parsed.netloc}", parsed.path.strip("/")
 
 
 class OciSource:
-    """Reads releases from an OCI registry: ``<repo>/<name>:<version>`` artifacts."""
+    """Reads releases from an OCI registry: ``<repo>/<name>:<version>`` artifacts.
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    ``login`` gives read-only credentials (see :mod:`release_contract.credentials`); Basic and
+    Bearer-token challenges are answered by :class:`~release_contract.oci_client.RegistryClient`.
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0, login: Optional[Login] = None) -> None:
         self.url = url
         self.base, self.repo = parse_oci_url(url)
         self.timeout = timeout
-        self._tokens: Dict[str, str] = {}
+        self._client = RegistryClient(self.base, login, timeout=timeout)
 
     def _request(self, path: str, headers: Dict[str, str], repo: str) -> IO[bytes]:
-        url = f"{self.base}/v2/{repo}/{path}"
-        for attempt in range(2):
-            hdrs = dict(headers)
-            if repo in self._tokens:
-                hdrs["Authorization"] = f"Bearer {self._tokens[repo]}"
-            req = urllib.request.Request(url, headers=hdrs)  # noqa: S310 (scheme checked in parse_oci_url)
-            try:
-                resp: IO[bytes] = urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310
-                return resp
-            except urllib.error.HTTPError as exc:
-                if exc.code == 401 and attempt == 0 and self._authenticate(exc, repo):
-                    continue
-                if exc.code == 404:
-                    raise NotFound(f"{repo}/{path} not found on {self.base}") from exc
-                raise DownloadError(f"{self.base} answered HTTP {exc.code} for {repo}/{path}") from exc
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise DownloadError(f"cannot reach the registry {self.base}: {reason}") from exc
-        raise DownloadError(f"{self.base} refused access to {repo}")
-
-    def _authenticate(self, exc: urllib.error.HTTPError, repo: str) -> bool:
-        # Anonymous bearer token (public repositories on Docker Hub, GHCR, Harbor...).
-        challenge = exc.headers.get("WWW-Authenticate", "")
-        if not challenge.lower().startswith("bearer "):
-            return False
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        if "realm" not in params or not params["realm"].startswith(("https://", "http://")):
-            return False
-        query = {k: v for k, v in params.items() if k in ("service", "scope")}
-        query.setdefault("scope", f"repository:{repo}:pull")
-        token_url = f"{params['realm']}?{urllib.parse.urlencode(query)}"
-        try:
-            with urllib.request.urlopen(token_url, timeout=self.timeout) as resp:  # noqa: S310
-                body = json.loads(_read_capped(resp, 1 << 16, "token"))
-        except (OSError, ValueError):
-            return False
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            return False
-        self._tokens[repo] = str(token)
-        return True
+        resp = self._client.request("GET", f"/v2/{repo}/{path}", f"repository:{repo}:pull", headers)
+        return cast(IO[bytes], expect(resp, (200, 206), f"{repo}/{path} on {self.base}"))
 
     def fetch_envelope(self, name: str, version: str) -> bytes:
         repo = f"{self.repo}/{check_name(name)}"
@@ -194,9 +158,9 @@ def store_kind(url: str) -> Tuple[str, str]:
     return "local", url.removeprefix("file://")
 
 
-def open_source(url: str, timeout: float = 30.0) -> Union[LocalSource, OciSource]:
-    """The download source for a store URL (a path or ``oci://...``)."""
+def open_source(url: str, timeout: float = 30.0, login: Optional[Login] = None) -> Union[LocalSource, OciSource]:
+    """The download source for a store URL (a path or ``oci://...``); ``login`` is used for OCI registries."""
     kind, location = store_kind(url)
     if kind == "oci":
-        return OciSource(location, timeout=timeout)
+        return OciSource(location, timeout=timeout, login=login)
     return LocalSource(Path(location))

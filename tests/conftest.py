@@ -23,6 +23,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("EDGE_AGENT_", "EDGE_REGISTRY", "EDGE_COMPILE_")):
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", "/nonexistent/edge-tests-docker-config")  # never the developer's logins
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Optional
 from edge_agent.errors import UpdateError
 from edge_agent.updating.state import ActiveRelease, Pointer, ReleaseState
 from edge_agent.updating.validate import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, validate_model
+from release_contract.credentials import Login
 from release_contract.errors import ManifestError, RegistryError, VerificationError
 from release_contract.fetch import pull_release
 from release_contract.manifest import version_key
@@ -70,6 +71,7 @@ class Updater:
         validation_timeout: float = DEFAULT_TIMEOUT_S,
         validation_memory_mb: int = DEFAULT_MEMORY_MB,
         download_timeout: float = 30.0,
+        login: Optional[Login] = None,
         on_step: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.state = ReleaseState(Path(state_dir), trusted_keys)
@@ -80,6 +82,7 @@ class Updater:
         self.validation_timeout = validation_timeout
         self.validation_memory_mb = validation_memory_mb
         self.download_timeout = download_timeout
+        self.login = login  # read-only registry credentials for oci:// stores
         self._publish_status = publish_status
         self._publish_model = publish_model
         self._activate = activate
@@ -245,7 +248,7 @@ class Updater:
                 shutil.rmtree(directory, ignore_errors=True)
         self._step("download")
         self._status("downloading", command)
-        source = open_source(command.store, timeout=self.download_timeout)
+        source = open_source(command.store, timeout=self.download_timeout, login=self.login)
 
         def on_chunk(_n: int) -> None:
             self._step("download_chunk")

@@ -11,20 +11,21 @@ from typing import Optional
 
 from registry.store.base import ReleaseInfo, Store
 from registry.store.local import LocalStore
+from release_contract.credentials import Login
 from release_contract.stores import store_kind
 
 __all__ = ["ReleaseInfo", "Store", "open_store"]
 
 
-def open_store(url: Optional[str] = None) -> Store:
+def open_store(url: Optional[str] = None, login: Optional[Login] = None) -> Store:
     """The store at ``url`` (a path or ``oci://host[:port]/repo``).
 
-    ``None`` means ``$EDGE_REGISTRY``, else ``./registry``. Only the OCI store needs
-    the ``registry`` extra (``oras``), imported when an OCI store is opened.
+    ``None`` means ``$EDGE_REGISTRY``, else ``./registry``. ``login`` gives the registry
+    credentials of an OCI store (see :mod:`release_contract.credentials`).
     """
     kind, location = store_kind(url or os.environ.get("EDGE_REGISTRY") or "./registry")
     if kind == "oci":
-        from registry.store.oci import OciStore  # needs the registry extra (oras)
+        from registry.store.oci import OciStore
 
-        return OciStore(location)
+        return OciStore(location, login=login)
     return LocalStore(Path(location))

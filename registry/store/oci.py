@@ -1,109 +1,137 @@
 """A store in any OCI registry (Docker Hub, GHCR, Harbor, ECR, a distribution registry).
 
-A release ``name:version`` is an OCI artifact in repository ``<repo>/<name>`` tagged
-``<version>``; its layers are ``release.json`` and the files it lists, each titled
-with its file name (so a blob's digest is the file's sha256). Channels are the tags
-``canary`` and ``stable``; a yanked version gets the tag ``yanked-<version>`` and loses
-its channels. Uploads go through ``oras`` (the ``registry`` extra, imported
-lazily); reads use the same HTTP client as devices (:class:`release_contract.fetch.OciSource`).
+A release ``name:version`` is an OCI 1.1 artifact (layout in :mod:`registry.store.oci_artifact`)
+in repository ``<repo>/<name>`` tagged ``<version>``. Channels are the tags ``canary`` and
+``stable``; a yanked version gets the tag ``yanked-<version>`` and its channel tags are moved to
+a *withdrawn channel* artifact, so a standard client pulling ``:canary`` never gets it.
+
+Everything goes through :class:`release_contract.oci_client.RegistryClient` (the same client
+and login handling as devices): the OCI distribution API over ``urllib``, Basic and Bearer
+logins, bounded timeouts, no retry loops. Nothing is ever deleted, so a pull that runs while a
+tag moves reads a complete release: every blob it resolved stays where it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import shutil
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from registry.store.base import CHANNELS, Store, sort_versions
-from release_contract.errors import AlreadyExists, NotFound, RegistryError, StoreError
-from release_contract.manifest import ENVELOPE_NAME, check_filename, check_name, check_version
+from registry.store.oci_artifact import (
+    EMPTY_BLOB,
+    OCI_MANIFEST,
+    release_manifest,
+    release_version,
+    withdrawn_manifest,
+)
+from release_contract.credentials import Login
+from release_contract.errors import AlreadyExists, NotFound, StoreError
+from release_contract.files import sha256_file
+from release_contract.manifest import check_filename, check_name, check_version
+from release_contract.oci_client import RegistryClient, expect, parse_json, read_capped, read_json
 from release_contract.stores import OciSource, parse_oci_url
 
 log = logging.getLogger(__name__)
 
 YANK_PREFIX = "yanked-"
-VERSION_ANNOTATION = "org.opencontainers.image.version"
+MAX_MANIFEST = 1 << 20
+MAX_LISTING = 4 << 20
+PAGE = 1000
+MAX_PAGES = 100  # 100,000 tags or repositories: a registry that pages forever is cut off
 
 
 class OciStore(Store):
-    """Releases as OCI artifacts; see the module docstring for the mapping."""
+    """Releases as OCI artifacts; see the module docstring for the mapping.
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    ``login`` gives the credentials (flags, environment, Docker config); ``timeout`` bounds every
+    connect and read in seconds, so an unreachable or silent registry is one error within it.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0, login: Optional[Login] = None) -> None:
         self.url = url
         self.base, self.repo = parse_oci_url(url)
-        self.host = self.base.split("://", 1)[1]
-        self.insecure = self.base.startswith("http://")
         self.timeout = timeout
-        self._reader = OciSource(url, timeout=timeout)
-        self._client: Any = None
+        self._client = RegistryClient(self.base, login, timeout=timeout)
+        self._reader = OciSource(url, timeout=timeout, login=login)
 
     # -- plumbing -------------------------------------------------------------------------------------
-    def _oras(self) -> Any:
-        if self._client is None:
-            self._check_reachable()
-            try:
-                import oras.provider
-            except ImportError as exc:
-                raise StoreError(
-                    "the OCI store needs the registry extra: pip install 'edgetpu-fleet[registry]'"
-                ) from exc
-            self._client = oras.provider.Registry(hostname=self.host, insecure=self.insecure)
-        return self._client
+    def _repo(self, name: str) -> str:
+        return f"{self.repo}/{check_name(name)}"
 
-    def _check_reachable(self) -> None:
-        # oras retries a dead host for minutes; fail fast with one clear line instead.
-        try:
-            urllib.request.urlopen(f"{self.base}/v2/", timeout=min(self.timeout, 5.0)).close()  # noqa: S310
-        except urllib.error.HTTPError as exc:
-            if exc.code != 401:
-                raise StoreError(f"{self.base} does not look like an OCI registry (HTTP {exc.code})") from exc
-        except OSError as exc:
-            reason = getattr(exc, "reason", exc)
-            raise StoreError(f"cannot reach the registry at {self.base}: {reason}") from exc
+    def _pull(self, name: str) -> str:
+        return f"repository:{self._repo(name)}:pull"
 
-    def _target(self, name: str, tag: str = "") -> str:
-        ref = f"{self.host}/{self.repo}/{check_name(name)}"
-        return f"{ref}:{tag}" if tag else ref
+    def _push(self, name: str) -> str:
+        return f"repository:{self._repo(name)}:pull,push"
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        client = self._oras()
-        try:
-            return fn(client, *args, **kwargs)
-        except RegistryError:
-            raise
-        except Exception as exc:  # oras raises ValueError/RuntimeError/requests errors; map them here
-            text = " ".join(str(exc).split())[:300]
-            if "404" in text or "NAME_UNKNOWN" in text or "MANIFEST_UNKNOWN" in text or "Not Found" in text:
-                raise NotFound(f"{what}: not found in {self.url}") from exc
-            raise StoreError(f"{what} failed on {self.url}: {text}") from exc
+    def _paged(self, path: str, scope: str, key: str, what: str, missing: Optional[str] = None) -> List[str]:
+        """All the strings under ``key`` of a paginated listing (``Link: rel="next"``), at most MAX_PAGES pages."""
+        items: List[str] = []
+        next_path: Optional[str] = path
+        for _ in range(MAX_PAGES):
+            resp = self._client.request("GET", next_path or path, scope)
+            if resp.status == 404 and missing:
+                resp.close()
+                raise NotFound(missing)
+            with expect(resp, (200,), f"listing {what}"):
+                body = read_json(resp, MAX_LISTING, what)
+                next_path = _next_page(resp.headers.get("Link", ""))
+            page = body.get(key) if isinstance(body, dict) else None
+            items += [item for item in page or [] if isinstance(item, str)]
+            if not next_path:
+                return items
+        raise StoreError(f"{what} goes on for more than {MAX_PAGES} pages: refusing it")
 
     def _tags(self, name: str) -> List[str]:
-        def get(client: Any) -> List[str]:
-            resp = client.do_request(f"{self.base}/v2/{self.repo}/{check_name(name)}/tags/list", "GET")
-            if resp.status_code == 404:
-                raise NotFound(f"no release named {name!r} in {self.url}")
-            client._check_200_response(resp)
-            return list(resp.json().get("tags") or [])
-
-        return list(self._call(f"listing {name}", get))
-
-    def _manifest(self, name: str, tag: str) -> Dict[str, Any]:
-        return dict(self._call(f"{name}:{tag}", lambda c: c.get_manifest(self._target(name, tag))))
-
-    def _retag(self, name: str, version: str, tag: str) -> None:
-        import oras.container
-
-        manifest = self._manifest(name, version)
-        container = oras.container.Container(self._target(name, tag), registry=self.host)
-        self._call(
-            f"tagging {name}:{version} as {tag}",
-            lambda c: c._check_200_response(c.upload_manifest(manifest, container)),
+        return self._paged(
+            f"/v2/{self._repo(name)}/tags/list?n={PAGE}",
+            self._pull(name),
+            "tags",
+            f"the tags of {name} in {self.url}",
+            missing=f"no release named {name!r} in {self.url}",
         )
+
+    def _manifest(self, name: str, ref: str) -> Tuple[bytes, Any]:
+        resp = self._client.request(
+            "GET", f"/v2/{self._repo(name)}/manifests/{ref}", self._pull(name), {"Accept": OCI_MANIFEST}
+        )
+        with expect(resp, (200,), f"{name}:{ref} in {self.url}"):
+            raw = read_capped(resp, MAX_MANIFEST, f"the manifest of {name}:{ref}")
+        return raw, parse_json(raw, f"the manifest of {name}:{ref}")
+
+    def _put_manifest(self, name: str, tag: str, raw: bytes) -> None:
+        resp = self._client.request(
+            "PUT",
+            f"/v2/{self._repo(name)}/manifests/{tag}",
+            self._push(name),
+            {"Content-Type": OCI_MANIFEST},
+            raw,
+        )
+        expect(resp, (201, 200), f"tagging {name}:{tag} in {self.url}").close()
+
+    def _upload(self, name: str, digest: str, size: int, body: Union[bytes, Path]) -> None:
+        repo, scope = self._repo(name), self._push(name)
+        head = self._client.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope)
+        head.close()
+        if head.status == 200:
+            return  # already there (an earlier version, or an interrupted push)
+        start = self._client.request("POST", f"/v2/{repo}/blobs/uploads/", scope, {"Content-Length": "0"}, b"")
+        with expect(start, (202,), f"starting an upload to {repo}"):
+            location = start.headers.get("Location") or ""
+        if not location:
+            raise StoreError(f"{self.base} started an upload without saying where to send it")
+        url = urllib.parse.urljoin(self.base + "/", location)
+        url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        if isinstance(body, bytes):
+            resp = self._client.request("PUT", url, scope, headers, body)
+        else:
+            with body.open("rb") as fh:
+                resp = self._client.request("PUT", url, scope, headers, fh)
+        expect(resp, (201,), f"uploading {digest[:19]} to {repo}").close()
 
     # -- Store interface -------------------------------------------------------------------------------
     def push(self, envelope: bytes, files: Mapping[str, Path], name: str, version: str) -> None:
@@ -116,50 +144,26 @@ class OciStore(Store):
             raise AlreadyExists(
                 f"{name}:{version} already exists in {self.url}: versions are immutable, push a higher version"
             )
-        staging = Path(tempfile.mkdtemp(prefix="edge-registry-push-"))
+        blobs: Dict[str, Tuple[str, int]] = {}
         try:
-            paths = []
             for fname, src in files.items():
-                dest = staging / check_filename(fname)
-                shutil.copyfile(src, dest)
-                paths.append(str(dest))
-            (staging / ENVELOPE_NAME).write_bytes(envelope)
-            paths.insert(0, str(staging / ENVELOPE_NAME))
-            self._call(
-                f"pushing {name}:{version}",
-                lambda c: c.push(
-                    target=self._target(name, version),
-                    files=paths,
-                    disable_path_validation=True,
-                    manifest_annotations={VERSION_ANNOTATION: version},
-                    quiet=True,
-                ),
-            )
+                blobs[check_filename(fname)] = ("sha256:" + sha256_file(src), src.stat().st_size)
+            self._upload(name, "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest(), len(EMPTY_BLOB), EMPTY_BLOB)
+            self._upload(name, "sha256:" + hashlib.sha256(envelope).hexdigest(), len(envelope), envelope)
+            for fname, src in files.items():
+                digest, size = blobs[fname]
+                self._upload(name, digest, size, src)
         except FileNotFoundError as exc:
             raise StoreError(f"file not found: {exc.filename}") from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        except OSError as exc:
+            raise StoreError(f"cannot read {getattr(exc, 'filename', '') or 'a release file'}: {exc}") from exc
+        self._put_manifest(name, version, release_manifest(envelope, blobs))  # the tag appears last
 
     def names(self) -> List[str]:
-        def get(client: Any) -> List[str]:
-            repos: List[str] = []
-            last = ""
-            while True:  # paginated: at most 1000 names a page
-                query = urllib.parse.urlencode({"n": 1000, **({"last": last} if last else {})})
-                resp = client.do_request(f"{self.base}/v2/_catalog?{query}", "GET")
-                client._check_200_response(resp)
-                page = list(resp.json().get("repositories") or [])
-                repos += page
-                if len(page) < 1000:
-                    return repos
-                last = page[-1]
-
+        what = f"the catalog of {self.base}"
+        repos = self._paged(f"/v2/_catalog?n={PAGE}", "registry:catalog:*", "repositories", what)
         prefix = f"{self.repo}/"
-        return sorted(
-            r[len(prefix) :]
-            for r in self._call("listing the catalog", get)
-            if r.startswith(prefix) and "/" not in r[len(prefix) :]
-        )
+        return sorted(r[len(prefix) :] for r in repos if r.startswith(prefix) and "/" not in r[len(prefix) :])
 
     def versions(self, name: str) -> List[str]:
         return sort_versions(self._tags(name))
@@ -168,15 +172,13 @@ class OciStore(Store):
         return self._reader.fetch_envelope(name, check_version(version))
 
     def channels(self, name: str) -> Dict[str, str]:
-        # Deleting a tag in the distribution API deletes the manifest and all its tags, so a
-        # channel still tagged on a yanked version is hidden here instead of untagged.
         out: Dict[str, str] = {}
         tags = self._tags(name)
         yanked = {t[len(YANK_PREFIX) :] for t in tags if t.startswith(YANK_PREFIX)}
-        for tag in set(tags) & set(CHANNELS):
-            version = self._manifest(name, tag).get("annotations", {}).get(VERSION_ANNOTATION)
+        for tag in sorted(set(tags) & set(CHANNELS)):
+            version = release_version(self._manifest(name, tag)[1])
             if version and version not in yanked:
-                out[tag] = str(version)
+                out[tag] = version
         return out
 
     def set_channel(self, name: str, version: str, channel: str) -> None:
@@ -186,7 +188,11 @@ class OciStore(Store):
             raise NotFound(f"{name}:{version} is not in {self.url}")
         if version in self.yanked(name):
             raise StoreError(f"{name}:{version} is yanked and cannot be promoted")
-        self._retag(name, version, channel)
+        raw, _ = self._manifest(name, version)
+        self._put_manifest(name, channel, raw)  # the same bytes: the tag names the same digest
+        if version in self.yanked(name):  # yanked while we moved the tag: take it back off
+            self._withdraw(name, channel, version)
+            raise StoreError(f"{name}:{version} was yanked while it was being promoted")
 
     def yanked(self, name: str) -> List[str]:
         return sort_versions([t[len(YANK_PREFIX) :] for t in self._tags(name) if t.startswith(YANK_PREFIX)])
@@ -194,4 +200,26 @@ class OciStore(Store):
     def yank(self, name: str, version: str) -> None:
         if version not in self.versions(name):
             raise NotFound(f"{name}:{version} is not in {self.url}")
-        self._retag(name, version, YANK_PREFIX + version)
+        raw, _ = self._manifest(name, version)
+        self._put_manifest(name, YANK_PREFIX + version, raw)  # first hidden from this tool's readers...
+        for channel in CHANNELS:  # ...then taken off the channel tags standard clients pull
+            try:
+                current = release_version(self._manifest(name, channel)[1])
+            except NotFound:
+                continue
+            if current == version:
+                self._withdraw(name, channel, version)
+
+    def _withdraw(self, name: str, channel: str, version: str) -> None:
+        raw = withdrawn_manifest(name, channel, version)
+        self._upload(name, "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest(), len(EMPTY_BLOB), EMPTY_BLOB)
+        self._put_manifest(name, channel, raw)
+        log.info("moved %s:%s off the yanked version %s", name, channel, version)
+
+
+def _next_page(link: str) -> Optional[str]:
+    """The next page from a ``Link: </v2/...>; rel="next"`` header (registry-relative paths only)."""
+    if 'rel="next"' not in link:
+        return None
+    target = link.split(";", 1)[0].strip().strip("<>")
+    return target if target.startswith("/v2/") else None

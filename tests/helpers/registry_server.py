@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 from helpers.mosquitto import free_port, terminate, wait_for_port
 
@@ -20,7 +21,9 @@ BINARY = Path("/usr/bin/docker-registry")
 class RegistryServer:
     """A distribution registry owned by the caller: ``start()``, ``stop()``, ``url``."""
 
-    def __init__(self, workdir: Path, port: Optional[int] = None) -> None:
+    def __init__(self, workdir: Path, port: Optional[int] = None, auth: str = "") -> None:
+        """``auth`` is an ``auth:`` section for config.yml (see :func:`htpasswd_auth`, ``TokenServer``)."""
+        self.auth = auth
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -48,7 +51,7 @@ class RegistryServer:
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n"
+            f"http:\n  addr: {self.host}\n" + self.auth
         )
         with self.log_path.open("wb") as logf:
             self.proc = subprocess.Popen([str(BINARY), "serve", str(conf)], stdout=logf, stderr=logf)
@@ -59,6 +62,10 @@ class RegistryServer:
                 try:
                     with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2):  # noqa: S310
                         break
+                except urllib.error.HTTPError as exc:
+                    if exc.code == 401:  # up, and asking for a login
+                        break
+                    raise
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
@@ -79,3 +86,14 @@ class RegistryServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def htpasswd_auth(workdir: Path, users: Dict[str, str]) -> str:
+    """Write a bcrypt htpasswd file for ``users`` and return the registry's ``auth:`` section for it."""
+    import bcrypt
+
+    path = Path(workdir) / "htpasswd"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}" for u, p in users.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return f"auth:\n  htpasswd:\n    realm: edge-test\n    path: {path}\n"
