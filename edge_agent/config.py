@@ -179,6 +179,7 @@ class Config:
     std: Optional[float] = None
     keep_aspect: bool = False  # pad instead of stretching when resizing
     max_pixels: int = 50_000_000  # images larger than this are refused (decompression bombs)
+    max_model_memory_mb: int = 256  # models whose tensors need more are refused (fits a 1 GB board)
     state_dir: Optional[Path] = None  # None = default_state_dir()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
@@ -209,6 +210,8 @@ class Config:
             raise ConfigError(f"mean and std must be finite numbers and std not 0, got {self.mean}, {self.std}")
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        if self.max_model_memory_mb < 1:
+            raise ConfigError(f"max_model_memory_mb must be at least 1, got {self.max_model_memory_mb}")
         self.mqtt.validate()
         self.outbox.validate()
         self.updates.validate()

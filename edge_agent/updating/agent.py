@@ -111,6 +111,7 @@ class AgentUpdates:
             validation_timeout=self.updates.validation_timeout,
             validation_memory_mb=self.updates.validation_memory_mb,
             download_timeout=self.updates.download_timeout,
+            max_model_memory_mb=self.config.max_model_memory_mb,
         )
         release = self.updater.start()
         if release is not None and not self._activate(release):

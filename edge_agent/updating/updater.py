@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from edge_agent.errors import UpdateError
+from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB
 from edge_agent.updating.state import ActiveRelease, Pointer, ReleaseState
 from edge_agent.updating.validate import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, validate_model
 from release_contract.errors import ManifestError, RegistryError, VerificationError
@@ -70,6 +71,7 @@ class Updater:
         validation_timeout: float = DEFAULT_TIMEOUT_S,
         validation_memory_mb: int = DEFAULT_MEMORY_MB,
         download_timeout: float = 30.0,
+        max_model_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
         on_step: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.state = ReleaseState(Path(state_dir), trusted_keys)
@@ -80,6 +82,7 @@ class Updater:
         self.validation_timeout = validation_timeout
         self.validation_memory_mb = validation_memory_mb
         self.download_timeout = download_timeout
+        self.max_model_memory_mb = max_model_memory_mb
         self._publish_status = publish_status
         self._publish_model = publish_model
         self._activate = activate
@@ -200,6 +203,8 @@ class Updater:
                 expect_top1=release.manifest.golden_top1,
                 timeout=self.validation_timeout,
                 memory_mb=self.validation_memory_mb,
+                compiled=release.edgetpu_model,
+                max_model_mb=self.max_model_memory_mb,
             )
         except UpdateError as exc:
             shutil.rmtree(release.directory, ignore_errors=True)
