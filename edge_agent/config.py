@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union, get_type_hints
 
 from edge_agent.errors import ConfigError
+from release_contract.files import open_regular
 from release_contract.topics import BrokerUrlError, parse_broker_url
 
 if sys.version_info >= (3, 11):
@@ -311,7 +312,7 @@ def _from_environ(environ: Mapping[str, str]) -> Dict[str, Any]:
 def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
     """Parse a TOML config file; raise ConfigError with the file and the parser's reason."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(Path(path)) as fh:
             return tomllib.load(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc

@@ -5,10 +5,13 @@ Light on purpose (standard library only): the device side imports it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def sha256_file(path: Path) -> str:
@@ -45,4 +48,28 @@ def atomic_write(path: Path, data: bytes) -> None:
         fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a device, a socket or a directory where a file is expected."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EINVAL, "not a regular file (a FIFO, device or socket?)", str(path))
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading, refusing anything but a regular file (:class:`NotRegularFile`).
+
+    The file is opened non-blocking and checked with ``fstat`` before anything is read, so a
+    FIFO cannot hang the caller in ``open`` or ``read``. Raises OSError like ``open``.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(Path(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
         raise

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edge_agent.errors import InputError
+from release_contract.files import NotRegularFile, open_regular
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -24,7 +25,7 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     costs nothing. Raises InputError with the reason.
     """
     try:
-        with Image.open(path) as img:
+        with open_regular(path) as fh, Image.open(fh) as img:
             width, height = img.size
             if width * height > max_pixels:
                 raise InputError(
@@ -39,6 +40,8 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise InputError(f"input not found: {path}") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a directory") from None
+    except NotRegularFile:
+        raise InputError(f"{path} is not a regular file (a FIFO, device or socket?)") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError:

@@ -181,7 +181,10 @@ def check_model_memory(data: bytes, limit_mb: int, what: str) -> ModelMemory:
 
     ``what`` names the model in the message (its path). Returns the estimate otherwise.
     """
-    memory = estimate_model_memory(data)
+    try:
+        memory = estimate_model_memory(data)
+    except ModelError as exc:
+        raise ModelError(f"cannot load model {what}: {exc}") from None
     if memory.total_bytes > limit_mb * 1024 * 1024:
         big = memory.largest
         shape = "x".join(str(d) for d in big.shape)

@@ -30,6 +30,7 @@ import numpy as np
 from edge_agent.config import RUNTIMES, validate_device
 from edge_agent.errors import ConfigError, DelegateError, ModelError
 from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB, check_model_memory
+from release_contract.files import open_regular
 from release_contract.models import compiled_twin, cpu_twin, is_edgetpu_model, is_tflite
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def read_model(path: Path, max_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB) -> 
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"model {path} is {size} bytes, more than the {MAX_MODEL_BYTES} byte limit")
     try:
-        data = path.read_bytes()
+        with open_regular(path) as fh:
+            data = fh.read(MAX_MODEL_BYTES + 1)
     except OSError as exc:
         raise ModelError(f"cannot read model {path}: {exc.strerror}") from exc
     if len(data) < 16 or not is_tflite(data):

@@ -185,5 +185,7 @@ def open_source(spec: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     if not path.exists():
         raise InputError(f"input not found: {spec}")
     if path.suffix.lower() in VIDEO_EXTENSIONS:
+        if not path.is_file():  # a FIFO would hang the decoder
+            raise InputError(f"{spec} is not a regular file (a FIFO, device or socket?)")
         return VideoCapture(path, name=str(path), live=False)
     return ImageFiles([path], name=str(path), max_pixels=max_pixels)

@@ -43,6 +43,8 @@ from release_contract.stores import open_source
 
 log = logging.getLogger(__name__)
 
+#: Well inside the systemd unit's TimeoutStopSec (20 s), which also covers closing the outbox.
+CLOSE_TIMEOUT_S = 5.0
 StatusSink = Callable[[Dict[str, Any]], None]
 Activate = Callable[[Optional[ActiveRelease]], bool]
 
@@ -126,8 +128,12 @@ class Updater:
             self._worker.start()
         return release
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the worker after the command in progress (at most ``timeout`` seconds)."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the worker after the command in progress, waiting at most ``timeout`` seconds.
+
+        A command still running then (a download from a mount that stopped answering) is
+        abandoned: the worker is a daemon thread, and the state directory is crash-safe.
+        """
         worker, self._worker = self._worker, None
         if worker is not None:
             self._queue.put(None)
