@@ -124,7 +124,7 @@ def _print_jsonl(result: Any) -> None:
 @click.option(
     "--max-pixels",
     type=click.IntRange(1),
-    default=50_000_000,
+    default=24_000_000,
     show_default=True,
     help="Refuse images larger than this (decompression bombs).",
 )

@@ -179,7 +179,9 @@ class Config:
     mean: Optional[float] = None  # pixel mean the model expects (with std); None = the model's quantization
     std: Optional[float] = None
     keep_aspect: bool = False  # pad instead of stretching when resizing
-    max_pixels: int = 50_000_000  # images larger than this are refused (decompression bombs)
+    max_pixels: int = (
+        24_000_000  # larger images, or ones costing more memory than 8-bit RGB ones of this size, are refused
+    )
     max_model_memory_mb: int = 256  # models whose tensors need more are refused (fits a 1 GB board)
     state_dir: Optional[Path] = None  # None = default_state_dir()
     mqtt: MqttConfig = field(default_factory=MqttConfig)

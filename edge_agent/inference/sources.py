@@ -22,6 +22,7 @@ import numpy as np
 
 from edge_agent.errors import InputError
 from edge_agent.inference.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
+from edge_agent.inference.videos import check_complete, quiet_decoder
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class VideoCapture(Source):
     def _open(self) -> Any:
         import cv2
 
+        quiet_decoder()
+
         if isinstance(self.target, int):
             cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(self.target)
         elif self.live:
@@ -123,6 +126,7 @@ class VideoCapture(Source):
                         raise InputError(f"{self.name} stopped delivering frames (disconnected?)")
                     if index == 0:
                         raise InputError(f"{self.name}: no frame could be decoded")
+                    check_complete(self._cap, index, self.name)
                     return
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 yield Frame(image=rgb, source=self.name, index=index, captured_at=time.time())
