@@ -36,7 +36,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 ENV_PREFIX = "EDGE_AGENT_"
 MAX_THREADS = 64  # interpreter threads; far more than any board has cores
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_FLEET_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
+_FLEET_RE = re.compile(r"[A-Za-z0-9_.-]*")  # fullmatch: no trailing newline
 
 
 #: Interpreter packages (``--runtime``); ``auto`` takes the first importable one, in this order.
@@ -152,7 +152,7 @@ class UpdatesConfig:
             )
         if self.enabled and self.trust is not None and not self.trust.exists():
             raise ConfigError(f"updates.trust: {self.trust} does not exist")
-        if not _FLEET_RE.match(self.fleet):
+        if not _FLEET_RE.fullmatch(self.fleet):
             raise ConfigError(f"updates.fleet must be letters, digits, '_', '.' or '-', got {self.fleet!r}")
         if self.health_inferences < 1:
             raise ConfigError(f"updates.health_inferences must be at least 1, got {self.health_inferences}")
@@ -262,7 +262,10 @@ def _convert(name: str, hint: Any, value: Any, origin: str) -> Any:
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # no setting means anything by inf or nan
+                raise ValueError("expected a finite number")
+            return number
         if hint is Path:
             return Path(os.path.expanduser(str(value)))
         if hint is str:
@@ -320,6 +323,8 @@ def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
 
 
 def load_config(

@@ -20,12 +20,13 @@ from registry.cli_options import full_ref, store_option
 from registry.cli_rollout import rollout, status
 from registry.release import build_manifest, find_release_files, push_release
 from registry.store import open_store
-from release_contract.errors import RegistryError
+from release_contract.errors import ManifestError, RegistryError
 from release_contract.exits import USAGE, MappedErrorsGroup, UserError
 from release_contract.fetch import pull_release
-from release_contract.manifest import parse_ref
+from release_contract.manifest import MAX_ENVELOPE_BYTES, parse_ref
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, verify_envelope
 from release_contract.stores import open_source
+from release_contract.untrusted_json import loads_untrusted
 
 #: Ten years: a release that never expires can be replayed forever.
 MAX_EXPIRES_DAYS = 3650
@@ -174,8 +175,13 @@ def show(ref: str, store_url: Optional[str]) -> None:
     name, _, tag = ref.partition(":")
     store = open_store(store_url)
     version = store.resolve(name, tag or None)
-    signed = json.loads(store.envelope(name, version))
-    click.echo(json.dumps(signed, indent=2, sort_keys=True))
+    try:
+        envelope = loads_untrusted(
+            store.envelope(name, version), f"release.json of {name}:{version}", MAX_ENVELOPE_BYTES
+        )
+    except ValueError as exc:
+        raise ManifestError(f"{exc}: the store copy is damaged") from exc
+    click.echo(json.dumps(envelope, indent=2, sort_keys=True))
 
 
 @main.command()
@@ -201,21 +207,39 @@ def pull(ref: str, target: Path, trust: List[Path], runtime: Optional[int], stor
     trusted = TrustedKeys.from_paths(trust)
     store = open_store(store_url)
     version = store.resolve(name, version) if version is None else version
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--to {target} exists and is not a folder", USAGE)
     if target.exists() and any(target.iterdir()):
-        raise UserError(f"{target} exists and is not empty")
-    if target.exists():
+        raise UserError(f"--to {target} exists and is not empty", USAGE)
+    empty_folder = target.exists()
+    if empty_folder:
         target.rmdir()
     work = target.parent / f".{target.name}.download"
-    manifest = verify_envelope(open_source(store.url).fetch_envelope(name, version), trusted)
-    from tqdm import tqdm
+    try:
+        manifest = verify_envelope(open_source(store.url).fetch_envelope(name, version), trusted)
+        from tqdm import tqdm
 
-    with tqdm(
-        total=manifest.total_size, unit="B", unit_scale=True, desc=f"{name}:{version}", disable=not sys.stderr.isatty()
-    ) as bar:
-        result = pull_release(
-            open_source(store.url), name, version, trusted, target, work, runtime_version=runtime, progress=bar.update
-        )
-    shutil.rmtree(work, ignore_errors=True)
+        with tqdm(
+            total=manifest.total_size,
+            unit="B",
+            unit_scale=True,
+            desc=f"{name}:{version}",
+            disable=not sys.stderr.isatty(),
+        ) as bar:
+            result = pull_release(
+                open_source(store.url),
+                name,
+                version,
+                trusted,
+                target,
+                work,
+                runtime_version=runtime,
+                progress=bar.update,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a failed pull leaves nothing behind
+        if empty_folder and not target.exists():
+            target.mkdir()  # and gives the user's empty folder back
     click.echo(f"verified and wrote {result.manifest.ref} to {target}")
 
 

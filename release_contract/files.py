@@ -32,14 +32,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+#: Modes of what a store or a pull writes: readable by every user (the files are not secret).
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+
+
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
 
-    Writes a temporary file beside it, fsyncs it, renames it over ``path`` and fsyncs
-    the directory. Raises OSError from the file system.
+    Writes a temporary file beside it (with ``mode``, not mkstemp's 0600), fsyncs it,
+    renames it over ``path`` and fsyncs the directory. Raises OSError from the file system.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

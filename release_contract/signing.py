@@ -126,7 +126,9 @@ class TrustedKeys:
         """
         sigs = list(signatures)
         if not sigs:
-            raise VerificationError("not signed: the manifest carries no signature")
+            raise VerificationError("not signed: it carries no signature")
+        if not all(isinstance(sig, Mapping) for sig in sigs):
+            raise VerificationError("malformed signatures: each must be an object {keyid, sig}")
         for sig in sigs:
             key = self._keys.get(str(sig.get("keyid", "")))
             if key is None:

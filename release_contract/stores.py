@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import IO, Dict, Protocol, Tuple, Union
+from typing import IO, Any, Dict, Optional, Protocol, Tuple, Union
 
 from release_contract.deadlines import DeadlineReader, Readable, call_with_deadline, read_capped
 from release_contract.errors import DownloadError, NotFound, StoreError, VerificationError
@@ -32,11 +32,13 @@ from release_contract.manifest import (
     check_name,
     check_version,
 )
+from release_contract.untrusted_json import loads_untrusted
 
 log = logging.getLogger(__name__)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class Source(Protocol):
@@ -171,20 +173,13 @@ class OciSource:
     def fetch_envelope(self, name: str, version: str) -> bytes:
         repo = f"{self.repo}/{check_name(name)}"
         with self._request(f"manifests/{check_version(version)}", {"Accept": OCI_MANIFEST}, repo) as resp:
-            try:
-                manifest = json.loads(_read_capped(resp, 1 << 20, "OCI manifest", self.timeout))
-            except (TimeoutError, ValueError) as exc:
-                raise DownloadError(f"bad OCI manifest for {name}:{version}: {exc}") from exc
-        layers = manifest.get("layers", []) if isinstance(manifest, dict) else []
-        digest = next(
-            (
-                layer.get("digest")
-                for layer in layers
-                if isinstance(layer, dict) and layer.get("annotations", {}).get(TITLE) == ENVELOPE_NAME
-            ),
-            None,
-        )
-        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            raw_manifest = _read_capped(resp, 1 << 20, "OCI manifest", self.timeout)
+        try:
+            manifest = loads_untrusted(raw_manifest, f"the OCI manifest of {name}:{version}", 1 << 20)
+        except ValueError as exc:
+            raise DownloadError(str(exc)) from exc
+        digest = envelope_digest(manifest)
+        if digest is None:
             raise NotFound(f"{name}:{version} in {self.url} is not a release (no {ENVELOPE_NAME} layer)")
         with self._request(f"blobs/{digest}", {}, repo) as resp:
             raw = _read_capped(resp, MAX_ENVELOPE_BYTES, ENVELOPE_NAME, self.timeout)
@@ -197,6 +192,20 @@ class OciSource:
         resp = self._request(f"blobs/sha256:{entry.sha256}", headers, f"{self.repo}/{check_name(name)}")
         status = getattr(resp, "status", 200)
         return resp, (offset if status == 206 else 0)
+
+
+def envelope_digest(manifest: Any) -> Optional[str]:
+    """The ``sha256:<hex>`` digest of the layer titled ``release.json`` in an OCI manifest, or None.
+
+    Anything else than ``{"layers": [{"digest": ..., "annotations": {title: ...}}]}`` counts as no such layer.
+    """
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    for layer in layers if isinstance(layers, list) else []:
+        annotations = layer.get("annotations") if isinstance(layer, dict) else None
+        if isinstance(annotations, dict) and annotations.get(TITLE) == ENVELOPE_NAME:
+            digest = layer.get("digest")
+            return digest if isinstance(digest, str) and _DIGEST_RE.fullmatch(digest) else None
+    return None
 
 
 def store_kind(url: str) -> Tuple[str, str]:

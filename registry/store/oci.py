@@ -93,7 +93,10 @@ class OciStore(Store):
         return list(self._call(f"listing {name}", get))
 
     def _manifest(self, name: str, tag: str) -> Dict[str, Any]:
-        return dict(self._call(f"{name}:{tag}", lambda c: c.get_manifest(self._target(name, tag))))
+        manifest = self._call(f"{name}:{tag}", lambda c: c.get_manifest(self._target(name, tag)))
+        if not isinstance(manifest, dict):
+            raise StoreError(f"{name}:{tag} on {self.url} has a malformed OCI manifest")
+        return manifest
 
     def _retag(self, name: str, version: str, tag: str) -> None:
         import oras.container
@@ -174,8 +177,9 @@ class OciStore(Store):
         tags = self._tags(name)
         yanked = {t[len(YANK_PREFIX) :] for t in tags if t.startswith(YANK_PREFIX)}
         for tag in set(tags) & set(CHANNELS):
-            version = self._manifest(name, tag).get("annotations", {}).get(VERSION_ANNOTATION)
-            if version and version not in yanked:
+            annotations = self._manifest(name, tag).get("annotations")
+            version = annotations.get(VERSION_ANNOTATION) if isinstance(annotations, dict) else None
+            if isinstance(version, str) and version not in yanked:
                 out[tag] = str(version)
         return out
 
