@@ -126,9 +126,9 @@ def _print_jsonl(result: Any) -> None:
 @click.option(
     "--max-pixels",
     type=click.IntRange(1),
-    default=50_000_000,
+    default=24_000_000,
     show_default=True,
-    help="Refuse images larger than this (decompression bombs).",
+    help="Refuse images larger than this, or costing more memory than 8-bit RGB ones this large.",
 )
 @click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
 @publish_options

@@ -27,18 +27,20 @@ from typing import Any, Dict, Mapping, Optional, Union, get_type_hints
 
 from edge_agent.capture.settings import CaptureConfig
 from edge_agent.errors import ConfigError
-from release_contract.credentials import Login
-from release_contract.topics import BrokerUrlError, parse_broker_url
+from edge_agent.publishing.settings import MqttConfig, OutboxConfig
+from edge_agent.updating.settings import UpdatesConfig
+from release_contract.files import open_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
+__all__ = ["Config", "MqttConfig", "OutboxConfig", "UpdatesConfig", "load_config"]
+
 ENV_PREFIX = "EDGE_AGENT_"
 MAX_THREADS = 64  # interpreter threads; far more than any board has cores
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_FLEET_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
 
 
 #: Interpreter packages (``--runtime``); ``auto`` takes the first importable one, in this order.
@@ -70,126 +72,6 @@ def default_state_dir(environ: Mapping[str, str]) -> Path:
 
 
 @dataclass
-class MqttConfig:
-    """How to reach the broker and what to publish there."""
-
-    url: Optional[str] = None  # mqtt://host[:1883] or mqtts://host[:8883]; None = no publishing
-    topic_prefix: str = "edgetpu"
-    qos: int = 1
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)
-    ca_file: Optional[Path] = None
-    cert_file: Optional[Path] = None
-    key_file: Optional[Path] = None
-    protocol: str = "3.1.1"  # "3.1.1" or "5"
-    keepalive: int = 60  # seconds
-    client_id: Optional[str] = None  # default: edge-agent-<device id>
-    only_on_change: bool = False  # publish a result only when the top-1 label changes
-    ha_discovery: bool = False
-    ha_prefix: str = "homeassistant"
-    stats_interval: float = 30.0  # seconds between stats messages; 0 = none
-    max_payload_bytes: int = 65536  # incoming control messages larger than this are dropped
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first invalid field."""
-        if self.qos not in (0, 1, 2):
-            raise ConfigError(f"mqtt.qos must be 0, 1 or 2, got {self.qos}")
-        if self.protocol not in ("3.1.1", "5"):
-            raise ConfigError(f"mqtt.protocol must be '3.1.1' or '5', got {self.protocol!r}")
-        if not 0 <= self.keepalive <= 65535:
-            raise ConfigError(f"mqtt.keepalive must be 0..65535 seconds, got {self.keepalive}")
-        prefix = self.topic_prefix
-        if not prefix or any(c in prefix for c in "+#") or prefix.endswith("/"):
-            raise ConfigError(
-                f"mqtt.topic_prefix must be a topic without + # or a trailing /, got {self.topic_prefix!r}"
-            )
-        if self.stats_interval < 0:
-            raise ConfigError(f"mqtt.stats_interval must be >= 0 seconds, got {self.stats_interval}")
-        if self.max_payload_bytes < 1:
-            raise ConfigError(f"mqtt.max_payload_bytes must be positive, got {self.max_payload_bytes}")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ConfigError("mqtt.cert_file and mqtt.key_file must be given together")
-        for name in ("ca_file", "cert_file", "key_file"):
-            value = getattr(self, name)
-            if value is not None and not Path(value).is_file():
-                raise ConfigError(f"mqtt.{name}: no such file: {value}")
-        if self.password is not None and self.username is None:
-            raise ConfigError("mqtt.password is set but mqtt.username is not")
-        if self.url is not None:
-            try:
-                parse_broker_url(self.url)
-            except BrokerUrlError as exc:
-                raise ConfigError(f"mqtt.url {exc}") from None
-
-
-@dataclass
-class OutboxConfig:
-    """The durable queue between the frame loop and the broker."""
-
-    max_messages: int = 100_000  # the oldest are dropped first past this
-
-    def validate(self) -> None:
-        if self.max_messages < 1:
-            raise ConfigError(f"outbox.max_messages must be at least 1, got {self.max_messages}")
-
-
-@dataclass
-class UpdatesConfig:
-    """Over-the-air model updates (off by default)."""
-
-    enabled: bool = False
-    trust: Optional[Path] = None  # signing.pub of the release signer, or a folder of *.pub
-    fleet: str = ""  # the fleet this device belongs to (rollouts with --fleet)
-    runtime_version: Optional[int] = None  # Edge TPU runtime version; None = do not check
-    health_inferences: int = 3  # inferences the new runtime must pass before it serves frames
-    validation_timeout: float = 60.0  # seconds for the sandboxed validation of a new model
-    validation_memory_mb: int = 1024  # address-space limit of the validation process
-    download_timeout: float = 30.0  # read timeout of release downloads, seconds
-    # read-only registry login for oci:// stores: a username + a file holding its password or
-    # token, or a Docker config.json (auths, credHelpers, credsStore); none = anonymous
-    registry_username: str = ""
-    registry_password_file: Optional[Path] = None
-    registry_docker_config: Optional[Path] = None
-
-    def registry_login(self) -> Login:
-        """The registry login for release downloads; reads the password file (first line, at most 64 KiB)."""
-        password: Optional[str] = None
-        if self.registry_password_file is not None:
-            try:
-                with self.registry_password_file.open("rb") as fh:
-                    lines = fh.read(65536).decode("utf-8", "replace").splitlines()
-                password = lines[0] if lines else ""
-            except OSError as exc:
-                raise ConfigError(
-                    f"updates.registry_password_file: cannot read {self.registry_password_file}: {exc.strerror or exc}"
-                ) from exc
-        return Login(
-            username=self.registry_username or None,
-            password=password,
-            docker_config=self.registry_docker_config,
-        )
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first invalid field."""
-        if bool(self.registry_username) != (self.registry_password_file is not None):
-            raise ConfigError("updates.registry_username and updates.registry_password_file go together")
-        if self.enabled and self.trust is None:
-            raise ConfigError(
-                "updates.trust is required when updates are enabled: the signing.pub whose releases this device accepts"
-            )
-        if self.enabled and self.trust is not None and not self.trust.exists():
-            raise ConfigError(f"updates.trust: {self.trust} does not exist")
-        if not _FLEET_RE.match(self.fleet):
-            raise ConfigError(f"updates.fleet must be letters, digits, '_', '.' or '-', got {self.fleet!r}")
-        if self.health_inferences < 1:
-            raise ConfigError(f"updates.health_inferences must be at least 1, got {self.health_inferences}")
-        if self.validation_timeout <= 0 or self.download_timeout <= 0:
-            raise ConfigError("updates.validation_timeout and updates.download_timeout must be positive")
-        if self.validation_memory_mb < 64:
-            raise ConfigError(f"updates.validation_memory_mb must be at least 64, got {self.validation_memory_mb}")
-
-
-@dataclass
 class Config:
     """The whole agent configuration (see the module docstring for precedence)."""
 
@@ -206,7 +88,10 @@ class Config:
     mean: Optional[float] = None  # pixel mean the model expects (with std); None = the model's quantization
     std: Optional[float] = None
     keep_aspect: bool = False  # pad instead of stretching when resizing
-    max_pixels: int = 50_000_000  # images larger than this are refused (decompression bombs)
+    max_pixels: int = (
+        24_000_000  # larger images, or ones costing more memory than 8-bit RGB ones of this size, are refused
+    )
+    max_model_memory_mb: int = 256  # models whose tensors need more are refused (fits a 1 GB board)
     state_dir: Optional[Path] = None  # None = default_state_dir()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
@@ -238,6 +123,8 @@ class Config:
             raise ConfigError(f"mean and std must be finite numbers and std not 0, got {self.mean}, {self.std}")
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        if self.max_model_memory_mb < 1:
+            raise ConfigError(f"max_model_memory_mb must be at least 1, got {self.max_model_memory_mb}")
         self.mqtt.validate()
         self.outbox.validate()
         self.updates.validate()
@@ -291,7 +178,10 @@ def _convert(name: str, hint: Any, value: Any, origin: str) -> Any:
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # no setting means anything by inf or nan
+                raise ValueError("expected a finite number")
+            return number
         if hint is Path:
             return Path(os.path.expanduser(str(value)))
         if hint is str:
@@ -343,12 +233,14 @@ def _from_environ(environ: Mapping[str, str]) -> Dict[str, Any]:
 def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
     """Parse a TOML config file; raise ConfigError with the file and the parser's reason."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(Path(path)) as fh:
             return tomllib.load(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
 
 
 def load_config(

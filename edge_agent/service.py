@@ -93,6 +93,7 @@ def open_classifier(
         device_id=config.device_id,
         name=name,
         version=version,
+        max_memory_mb=config.max_model_memory_mb,
     )
 
 

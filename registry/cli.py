@@ -23,12 +23,13 @@ from registry.cli_rollout import rollout, status
 from registry.release import build_manifest, find_release_files, push_release
 from registry.rollout import Controller
 from registry.store import open_store
-from release_contract.errors import RegistryError
+from release_contract.errors import ManifestError, RegistryError
 from release_contract.exits import USAGE, MappedErrorsGroup, UserError
 from release_contract.fetch import pull_release
-from release_contract.manifest import Manifest, canonical_json, parse_envelope, parse_ref
+from release_contract.manifest import MAX_ENVELOPE_BYTES, Manifest, canonical_json, parse_envelope, parse_ref
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, verify_envelope
 from release_contract.stores import open_source
+from release_contract.untrusted_json import loads_untrusted
 
 #: Ten years: a release that never expires can be replayed forever.
 MAX_EXPIRES_DAYS = 3650
@@ -188,8 +189,12 @@ def show(
     store = open_store(store_url, current_login())
     version = store.resolve(name, tag or None)
     raw = store.envelope(name, version)
+    try:
+        envelope = loads_untrusted(raw, f"release.json of {name}:{version}", MAX_ENVELOPE_BYTES)
+    except ValueError as exc:
+        raise ManifestError(f"{exc}: the store copy is damaged") from exc
     if not lineage:
-        click.echo(json.dumps(json.loads(raw), indent=2, sort_keys=True))
+        click.echo(json.dumps(envelope, indent=2, sort_keys=True))
         return
     from registry.lineage import lineage_lines, running_devices
 
@@ -232,22 +237,33 @@ def pull(ref: str, target: Path, trust: List[Path], runtime: Optional[int], stor
     trusted = TrustedKeys.from_paths(trust)
     store = open_store(store_url, current_login())
     version = store.resolve(name, version) if version is None else version
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--to {target} exists and is not a folder", USAGE)
     if target.exists() and any(target.iterdir()):
-        raise UserError(f"{target} exists and is not empty")
-    if target.exists():
+        raise UserError(f"--to {target} exists and is not empty", USAGE)
+    empty_folder = target.exists()
+    if empty_folder:
         target.rmdir()
     work = target.parent / f".{target.name}.download"
     source = open_source(store.url, login=current_login())
-    manifest = verify_envelope(source.fetch_envelope(name, version), trusted)
-    from tqdm import tqdm
+    try:
+        manifest = verify_envelope(source.fetch_envelope(name, version), trusted)
+        from tqdm import tqdm
 
-    with tqdm(
-        total=manifest.total_size, unit="B", unit_scale=True, desc=f"{name}:{version}", disable=not sys.stderr.isatty()
-    ) as bar:
-        result = pull_release(
-            source, name, version, trusted, target, work, runtime_version=runtime, progress=bar.update
-        )
-    shutil.rmtree(work, ignore_errors=True)
+        with tqdm(
+            total=manifest.total_size,
+            unit="B",
+            unit_scale=True,
+            desc=f"{name}:{version}",
+            disable=not sys.stderr.isatty(),
+        ) as bar:
+            result = pull_release(
+                source, name, version, trusted, target, work, runtime_version=runtime, progress=bar.update
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a failed pull leaves nothing behind
+        if empty_folder and not target.exists():
+            target.mkdir()  # and gives the user's empty folder back
     click.echo(f"verified and wrote {result.manifest.ref} to {target}")
 
 

@@ -17,13 +17,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from release_contract.errors import DownloadError, StoreError, VerificationError
-from release_contract.files import fsync_dir, sha256_file
+from release_contract.files import DIR_MODE, FILE_MODE, fsync_dir, sha256_file
 from release_contract.manifest import (
     ENVELOPE_NAME,
     FileEntry,
@@ -150,7 +151,8 @@ def pull_release(
     :class:`~release_contract.errors.ManifestError` or :class:`StoreError`; on any error
     ``target`` is left untouched.
     """
-    raw = source.fetch_envelope(check_name(name), check_version(version))
+    name, version = check_name(name), check_version(version)
+    raw = source.fetch_envelope(name, version)
     manifest = verify_envelope(raw, trusted)
     check_manifest(manifest, name, version, runtime_version)
     if on_manifest:
@@ -178,15 +180,23 @@ def install_verified(envelope: bytes, parts: Dict[str, Path], target: Path) -> N
         raise StoreError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    # a part serves every file with its sha256 (the same labels twice): move it for the last one only
+    uses = Counter(parts.values())
     try:
+        os.chmod(staging, DIR_MODE)  # not mkdtemp's 0700: a pulled release is readable by every user
         for fname, part in parts.items():
             dest = staging / check_filename(fname)
+            uses[part] -= 1
+            if uses[part]:
+                shutil.copyfile(part, dest)
+                continue
             try:
                 os.replace(part, dest)
             except OSError:
                 shutil.copyfile(part, dest)
         (staging / ENVELOPE_NAME).write_bytes(envelope)
         for f in staging.iterdir():
+            os.chmod(f, FILE_MODE)
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
         fsync_dir(staging)

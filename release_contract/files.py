@@ -5,10 +5,13 @@ Light on purpose (standard library only): the device side imports it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def sha256_file(path: Path) -> str:
@@ -29,14 +32,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+#: Modes of what a store or a pull writes: readable by every user (the files are not secret).
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+
+
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
 
-    Writes a temporary file beside it, fsyncs it, renames it over ``path`` and fsyncs
-    the directory. Raises OSError from the file system.
+    Writes a temporary file beside it (with ``mode``, not mkstemp's 0600), fsyncs it,
+    renames it over ``path`` and fsyncs the directory. Raises OSError from the file system.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -45,4 +54,28 @@ def atomic_write(path: Path, data: bytes) -> None:
         fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a device, a socket or a directory where a file is expected."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EINVAL, "not a regular file (a FIFO, device or socket?)", str(path))
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading, refusing anything but a regular file (:class:`NotRegularFile`).
+
+    The file is opened non-blocking and checked with ``fstat`` before anything is read, so a
+    FIFO cannot hang the caller in ``open`` or ``read``. Raises OSError like ``open``.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(Path(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
         raise

@@ -9,7 +9,8 @@ signed envelope, ``release.json``::
 
 The signature covers :func:`canonical_json` of ``signed`` (sorted keys, no
 whitespace, UTF-8). Versions are dotted integers (``3``, ``1.4.0``) compared
-numerically; names are lowercase so they are valid OCI repository names.
+numerically and named in their canonical form (``1.4.0`` is ``1.4``, see
+:func:`check_version`); names are lowercase so they are valid OCI repository names.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from release_contract.errors import ManifestError
 from release_contract.lineage import Lineage
+from release_contract.untrusted_json import loads_untrusted
 
 SCHEMA = "edgetpu.release/1"
 ENVELOPE_NAME = "release.json"
@@ -30,10 +32,11 @@ MAX_ENVELOPE_BYTES = 1 << 20
 ROLES = ("edgetpu_model", "cpu_model", "labels", "golden")
 REQUIRED_ROLES = ("cpu_model", "labels")
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_VERSION_RE = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$")
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# used with fullmatch: "$" alone would accept a trailing newline
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_VERSION_RE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}")
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 _TIME_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -44,16 +47,24 @@ def canonical_json(value: Any) -> bytes:
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid release name, else raise :class:`ManifestError`."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ManifestError(f"invalid release name {name!r}: use 1-64 of a-z 0-9 . _ - starting with a letter or digit")
     return name
 
 
 def check_version(version: str) -> str:
-    """Return ``version`` if it is dotted integers (``3``, ``1.2.0``), else raise."""
-    if not isinstance(version, str) or not _VERSION_RE.match(version):
+    """Return the canonical form of ``version`` (dotted integers such as ``3`` or ``1.2.1``), else raise.
+
+    Versions that compare equal have one name: leading zeros and trailing ``.0`` parts are
+    dropped (``3.0`` and ``03`` are ``3``, ``1.2.0`` is ``1.2``), so a store cannot hold
+    ``3`` and ``3.0`` side by side and every directory, tag and pointer uses the same name.
+    """
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
         raise ManifestError(f"invalid version {version!r}: use dotted integers such as 3 or 1.2.0")
-    return version
+    parts = [str(int(p)) for p in version.split(".")]
+    while len(parts) > 1 and parts[-1] == "0":
+        parts.pop()
+    return ".".join(parts)
 
 
 def version_key(version: str) -> Tuple[int, ...]:
@@ -66,7 +77,7 @@ def version_key(version: str) -> Tuple[int, ...]:
 
 def check_filename(path: str) -> str:
     """Return ``path`` if it is a plain file name (no directory, no ``..``), else raise."""
-    if not isinstance(path, str) or not _FILE_RE.match(path) or ".." in path:
+    if not isinstance(path, str) or not _FILE_RE.fullmatch(path) or ".." in path:
         raise ManifestError(f"unsafe file name {path!r} in manifest: only plain names are allowed")
     return path
 
@@ -108,7 +119,7 @@ class FileEntry:
         size, sha = data.get("size"), data.get("sha256")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"manifest file entry {role!r} has an invalid size")
-        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+        if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
             raise ManifestError(f"manifest file entry {role!r} has an invalid sha256")
         return cls(path=check_filename(data.get("path", "")), size=size, sha256=sha)
 
@@ -251,12 +262,10 @@ def _valid_shape(shape: Any) -> bool:
 
 def parse_envelope(raw: bytes) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     """Split a ``release.json`` into its ``signed`` object and signature list (unverified)."""
-    if len(raw) > MAX_ENVELOPE_BYTES:
-        raise ManifestError(f"release.json is larger than {MAX_ENVELOPE_BYTES} bytes")
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(f"release.json is not valid JSON: {exc}") from exc
+        doc = loads_untrusted(raw, "release.json", MAX_ENVELOPE_BYTES)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("signed"), dict):
         raise ManifestError("release.json has no 'signed' object")
     sigs = doc.get("signatures", [])

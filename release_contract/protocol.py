@@ -16,7 +16,6 @@ unknown fields, wrong types and oversized payloads are refused.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from release_contract.errors import ProtocolError, RegistryError
 from release_contract.manifest import canonical_json, check_name, check_version
 from release_contract.signing import TrustedKeys, sign_payload
 from release_contract.topics import device_topic, fleet_topic, model_topic, status_topic
+from release_contract.untrusted_json import loads_untrusted
 
 __all__ = ["device_topic", "fleet_topic", "model_topic", "status_topic"]  # re-exported: callers of the protocol
 
@@ -51,7 +51,7 @@ STATES = (
     "rolled_back",
 )
 FINAL_STATES = ("active", "rejected", "failed", "rolled_back")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: no trailing newline
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,10 @@ _COMMAND_FIELDS = {
 
 
 def _load_object(payload: bytes, limit: int, what: str) -> Dict[str, Any]:
-    if len(payload) > limit:
-        raise ProtocolError(f"{what} of {len(payload)} bytes exceeds the {limit}-byte limit")
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"{what} is not valid JSON") from exc
+        data = loads_untrusted(payload, what, limit)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"{what} is not a JSON object")
     return data
@@ -124,13 +122,13 @@ def parse_command(payload: bytes, trusted: Optional[TrustedKeys]) -> Command:
         raise ProtocolError(f"unsupported rollout command schema {data['schema']!r}")
     if data["action"] not in ACTIONS:
         raise ProtocolError(f"unknown rollout action {data['action']!r}")
-    if not _ID_RE.match(data["id"]):
+    if not _ID_RE.fullmatch(data["id"]):
         raise ProtocolError(f"invalid rollout id {data['id']!r}")
     if not data["store"] or len(data["store"]) > 1024:
         raise ProtocolError("rollout command has an empty or oversized store URL")
     try:
         check_name(data["name"])
-        check_version(data["version"])
+        version = check_version(data["version"])
     except RegistryError as exc:
         raise ProtocolError(f"rollout command: {exc}") from exc
     sigs = data.pop("signatures")
@@ -140,7 +138,7 @@ def parse_command(payload: bytes, trusted: Optional[TrustedKeys]) -> Command:
         id=data["id"],
         action=data["action"],
         name=data["name"],
-        version=data["version"],
+        version=version,
         store=data["store"],
         issued_at=data["issued_at"],
         allow_downgrade=data["allow_downgrade"],

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from release_contract.errors import RegistryError, VerificationError
+from release_contract.files import open_regular
 from release_contract.manifest import Manifest, canonical_json, parse_envelope
 
 PRIVATE_NAME = "signing.key"
@@ -59,10 +60,16 @@ def generate_keypair(out_dir: Path, overwrite: bool = False) -> Tuple[Path, Path
     return priv_path, pub_path
 
 
+def _read_key_file(path: Path) -> bytes:
+    # a key file is a few hundred bytes; a FIFO or a device in its place must not hang the reader
+    with open_regular(path) as fh:
+        return fh.read(1 << 16)
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read an ed25519 private key (PEM); raise :class:`RegistryError` if missing or not ed25519."""
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        key = serialization.load_pem_private_key(_read_key_file(Path(path)), password=None)
     except FileNotFoundError as exc:
         raise RegistryError(f"signing key not found: {path}") from exc
     except (OSError, ValueError, TypeError) as exc:
@@ -75,7 +82,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Read an ed25519 public key (PEM); raise :class:`RegistryError` if missing or not ed25519."""
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
+        key = serialization.load_pem_public_key(_read_key_file(Path(path)))
     except FileNotFoundError as exc:
         raise RegistryError(f"public key not found: {path}") from exc
     except (OSError, ValueError, TypeError) as exc:
@@ -119,7 +126,9 @@ class TrustedKeys:
         """
         sigs = list(signatures)
         if not sigs:
-            raise VerificationError("not signed: the manifest carries no signature")
+            raise VerificationError("not signed: it carries no signature")
+        if not all(isinstance(sig, Mapping) for sig in sigs):
+            raise VerificationError("malformed signatures: each must be an object {keyid, sig}")
         for sig in sigs:
             key = self._keys.get(str(sig.get("keyid", "")))
             if key is None:

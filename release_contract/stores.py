@@ -12,14 +12,16 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import re
 import urllib.parse
 from pathlib import Path
-from typing import IO, Dict, Optional, Protocol, Tuple, Union, cast
+from typing import IO, Any, Dict, Optional, Protocol, Tuple, Union, cast
 
 from release_contract.credentials import Login
+from release_contract.deadlines import DeadlineReader, Readable, call_with_deadline, read_capped
 from release_contract.errors import DownloadError, NotFound, StoreError, VerificationError
+from release_contract.files import open_regular
 from release_contract.manifest import (
     ENVELOPE_NAME,
     MAX_ENVELOPE_BYTES,
@@ -29,11 +31,13 @@ from release_contract.manifest import (
     check_version,
 )
 from release_contract.oci_client import RegistryClient, expect, is_loopback
+from release_contract.untrusted_json import loads_untrusted
 
 log = logging.getLogger(__name__)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class Source(Protocol):
@@ -49,44 +53,55 @@ class Source(Protocol):
 
 
 class LocalSource:
-    """Reads releases from a local store directory."""
+    """Reads releases from a local store directory.
 
-    def __init__(self, root: Path) -> None:
+    Only regular files are read (a FIFO is refused), and every open and read waits at
+    most ``timeout`` seconds, so a mount that stops answering cannot hang the reader.
+    """
+
+    def __init__(self, root: Path, timeout: float = 30.0) -> None:
         self.root = Path(root)
         self.url = str(self.root)
+        self.timeout = timeout
 
-    def _dir(self, name: str, version: str) -> Path:
-        if not self.root.is_dir():
-            raise StoreError(f"store directory {self.root} does not exist")
-        return self.root / check_name(name) / check_version(version)
+    def _open(self, name: str, version: str, filename: str) -> IO[bytes]:
+        path = self.root / check_name(name) / check_version(version) / filename
+
+        def open_file() -> IO[bytes]:
+            if not self.root.is_dir():
+                raise StoreError(f"store directory {self.root} does not exist")
+            return open_regular(path)
+
+        try:
+            raw = call_with_deadline(open_file, self.timeout, f"the store {self.root}")
+        except FileNotFoundError as exc:
+            raise NotFound(f"{filename} of {name}:{version} is missing from {self.root}") from exc
+        except (TimeoutError, OSError) as exc:
+            raise StoreError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+        return raw
 
     def fetch_envelope(self, name: str, version: str) -> bytes:
-        path = self._dir(name, version) / ENVELOPE_NAME
         try:
-            with path.open("rb") as fh:
-                return _read_capped(fh, MAX_ENVELOPE_BYTES, "release.json")
-        except FileNotFoundError as exc:
+            raw = self._open(name, version, ENVELOPE_NAME)
+        except NotFound as exc:
             raise NotFound(f"{name}:{version} is not in {self.root}") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        with DeadlineReader(raw, self.timeout, f"{self.root}: {ENVELOPE_NAME}") as fh:
+            return _read_capped(fh, MAX_ENVELOPE_BYTES, ENVELOPE_NAME, self.timeout)
 
     def open(self, name: str, version: str, entry: FileEntry, offset: int) -> Tuple[IO[bytes], int]:
-        path = self._dir(name, version) / check_filename(entry.path)
-        try:
-            fh = path.open("rb")
-        except FileNotFoundError as exc:
-            raise NotFound(f"{entry.path} of {name}:{version} is missing from {self.root}") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        fh.seek(offset)
-        return fh, offset
+        raw = self._open(name, version, check_filename(entry.path))
+        raw.seek(offset)
+        return DeadlineReader(raw, self.timeout, f"{self.root}: {entry.path}"), offset  # type: ignore[return-value]
 
 
-def _read_capped(fh: IO[bytes], cap: int, what: str) -> bytes:
-    data = fh.read(cap + 1)
-    if len(data) > cap:
-        raise DownloadError(f"{what} is larger than {cap} bytes: refusing it")
-    return data
+def _read_capped(fh: Readable, cap: int, what: str, seconds: float = 60.0) -> bytes:
+    """All of a small document: at most ``cap`` bytes within ``seconds``; DownloadError otherwise."""
+    try:
+        return read_capped(fh, cap, seconds, what)
+    except (TimeoutError, ValueError) as exc:
+        raise DownloadError(str(exc)) from exc
+    except OSError as exc:
+        raise DownloadError(f"{what}: {exc.strerror or exc}") from exc
 
 
 def parse_oci_url(url: str) -> Tuple[str, str]:
@@ -122,23 +137,16 @@ class OciSource:
     def fetch_envelope(self, name: str, version: str) -> bytes:
         repo = f"{self.repo}/{check_name(name)}"
         with self._request(f"manifests/{check_version(version)}", {"Accept": OCI_MANIFEST}, repo) as resp:
-            try:
-                manifest = json.loads(_read_capped(resp, 1 << 20, "OCI manifest"))
-            except (TimeoutError, ValueError) as exc:
-                raise DownloadError(f"bad OCI manifest for {name}:{version}: {exc}") from exc
-        layers = manifest.get("layers", []) if isinstance(manifest, dict) else []
-        digest = next(
-            (
-                layer.get("digest")
-                for layer in layers
-                if isinstance(layer, dict) and layer.get("annotations", {}).get(TITLE) == ENVELOPE_NAME
-            ),
-            None,
-        )
-        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            raw_manifest = _read_capped(resp, 1 << 20, "OCI manifest", self.timeout)
+        try:
+            manifest = loads_untrusted(raw_manifest, f"the OCI manifest of {name}:{version}", 1 << 20)
+        except ValueError as exc:
+            raise DownloadError(str(exc)) from exc
+        digest = envelope_digest(manifest)
+        if digest is None:
             raise NotFound(f"{name}:{version} in {self.url} is not a release (no {ENVELOPE_NAME} layer)")
         with self._request(f"blobs/{digest}", {}, repo) as resp:
-            raw = _read_capped(resp, MAX_ENVELOPE_BYTES, ENVELOPE_NAME)
+            raw = _read_capped(resp, MAX_ENVELOPE_BYTES, ENVELOPE_NAME, self.timeout)
         if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
             raise VerificationError(f"{ENVELOPE_NAME} of {name}:{version} does not match its OCI digest")
         return raw
@@ -148,6 +156,20 @@ class OciSource:
         resp = self._request(f"blobs/sha256:{entry.sha256}", headers, f"{self.repo}/{check_name(name)}")
         status = getattr(resp, "status", 200)
         return resp, (offset if status == 206 else 0)
+
+
+def envelope_digest(manifest: Any) -> Optional[str]:
+    """The ``sha256:<hex>`` digest of the layer titled ``release.json`` in an OCI manifest, or None.
+
+    Anything else than ``{"layers": [{"digest": ..., "annotations": {title: ...}}]}`` counts as no such layer.
+    """
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    for layer in layers if isinstance(layers, list) else []:
+        annotations = layer.get("annotations") if isinstance(layer, dict) else None
+        if isinstance(annotations, dict) and annotations.get(TITLE) == ENVELOPE_NAME:
+            digest = layer.get("digest")
+            return digest if isinstance(digest, str) and _DIGEST_RE.fullmatch(digest) else None
+    return None
 
 
 def store_kind(url: str) -> Tuple[str, str]:
@@ -163,4 +185,4 @@ def open_source(url: str, timeout: float = 30.0, login: Optional[Login] = None) 
     kind, location = store_kind(url)
     if kind == "oci":
         return OciSource(location, timeout=timeout, login=login)
-    return LocalSource(Path(location))
+    return LocalSource(Path(location), timeout=timeout)

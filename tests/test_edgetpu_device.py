@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from edge_agent.cli import main
 from edge_agent.inference.classifier import build_classifier
 from edge_agent.inference.devices import find_edgetpus
+from edge_agent.inference.images import load_image
 from edge_agent.inference.runtime import runtime_version
-from edge_agent.inference.sources import Frame, load_image
+from edge_agent.inference.sources import Frame
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILED = ROOT / "models" / "mobilenet_v2_1.0_224_quant_edgetpu.tflite"

@@ -125,7 +125,7 @@ def test_model_whose_input_is_not_an_image_is_refused(test_models):
 @pytest.mark.slow
 def test_int8_and_grayscale_models_run(test_models):
     from edge_agent.inference.classifier import build_classifier
-    from edge_agent.inference.sources import load_image
+    from edge_agent.inference.images import load_image
 
     image = load_image(ROOT / "images" / "digit_5_0.png")
     for name, classes in (("int8_io", 5), ("gray", 4)):

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_agent.bundled import bundled
 from edge_agent.inference.labels import check_labels, load_labels
+from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB
 from edge_agent.inference.postprocess import dequantize, top_k
 from edge_agent.inference.preprocess import Normalization, preprocess
 from edge_agent.inference.result import Classification, ModelInfo
@@ -137,12 +138,13 @@ def build_classifier(
     device_id: str = "local",
     name: Optional[str] = None,
     version: str = "local",
+    max_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
 ) -> Classifier:
     """Open the model (Edge TPU or CPU, see :func:`edge_agent.inference.runtime.open_runtime`) and its labels.
 
-    Raises ModelError, DelegateError or ConfigError.
+    Raises ModelError (also for a model needing more than ``max_memory_mb`` MiB), DelegateError or ConfigError.
     """
-    rt = open_runtime(Path(model), device=device, runtime=runtime, threads=threads)
+    rt = open_runtime(Path(model), device=device, runtime=runtime, threads=threads, max_memory_mb=max_memory_mb)
     labels_path = labels or default_labels(Path(model))
     label_map = load_labels(labels_path) if labels_path else {}
     if labels_path is None:

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Dict
 
 from edge_agent.errors import ModelError
+from release_contract.files import open_regular
 
 log = logging.getLogger(__name__)
 
+MAX_LABELS_BYTES = 16 * 1024 * 1024
 _LABEL_LINE = re.compile(r"^\s*(\d+)[\s:,]+(.*\S)\s*$")
 
 
@@ -20,11 +22,16 @@ def load_labels(path: Path) -> Dict[int, str]:
     Returns {class id: label}. Raises ModelError when the file is missing or unreadable.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        with open_regular(Path(path)) as fh:
+            text = fh.read(MAX_LABELS_BYTES + 1).decode("utf-8-sig")
+        if len(text) > MAX_LABELS_BYTES:
+            raise ModelError(f"labels file {path} is larger than {MAX_LABELS_BYTES} bytes")
     except FileNotFoundError:
         raise ModelError(f"labels file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read labels file {path}: {exc}") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"cannot read labels file {path}: not UTF-8 text ({exc.reason})") from exc
     lines = [line for line in text.splitlines() if line.strip()]
     matches = [_LABEL_LINE.match(line) for line in lines]
     if lines and all(matches):

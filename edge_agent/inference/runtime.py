@@ -29,6 +29,8 @@ import numpy as np
 
 from edge_agent.config import RUNTIMES, validate_device
 from edge_agent.errors import ConfigError, DelegateError, ModelError
+from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB, check_model_memory
+from release_contract.files import open_regular
 from release_contract.models import compiled_twin, cpu_twin, is_edgetpu_model, is_tflite
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,12 @@ def delegate_library() -> str:
     )
 
 
-def read_model(path: Path) -> bytes:
+def read_model(path: Path, max_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB) -> bytes:
     """Read a .tflite file and check it is one, before any native code parses it.
 
-    Raises ModelError for a missing, empty, huge or non-TFLite file.
+    Raises ModelError for a missing, empty, huge, non-regular (a FIFO) or non-TFLite file,
+    and for a model whose tensors would need more than ``max_memory_mb`` MiB
+    (:func:`~edge_agent.inference.model_memory.check_model_memory`).
     """
     try:
         size = path.stat().st_size
@@ -59,11 +63,13 @@ def read_model(path: Path) -> bytes:
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"model {path} is {size} bytes, more than the {MAX_MODEL_BYTES} byte limit")
     try:
-        data = path.read_bytes()
+        with open_regular(path) as fh:
+            data = fh.read(MAX_MODEL_BYTES + 1)
     except OSError as exc:
         raise ModelError(f"cannot read model {path}: {exc.strerror}") from exc
     if len(data) < 16 or not is_tflite(data):
         raise ModelError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")
+    check_model_memory(data, max_memory_mb, str(path))
     return data
 
 
@@ -205,8 +211,17 @@ def _build(backend: _Backend, path: Path, data: bytes, delegates: List[Any], thr
     )
 
 
-def open_runtime(model: Path, device: str = "auto", runtime: str = "auto", threads: int = 2) -> Runtime:
+def open_runtime(
+    model: Path,
+    device: str = "auto",
+    runtime: str = "auto",
+    threads: int = 2,
+    max_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
+) -> Runtime:
     """Load ``model`` on the Edge TPU or the CPU following the rules in the module docstring.
+
+    A model whose tensors would need more than ``max_memory_mb`` MiB is refused before any
+    interpreter allocates them.
 
     Raises ModelError (bad or unsuitable model), DelegateError (TPU asked for and not
     usable), ConfigError (bad device or runtime name).
@@ -214,11 +229,11 @@ def open_runtime(model: Path, device: str = "auto", runtime: str = "auto", threa
     validate_device(device)
     backend = select_backend(runtime)
     path = Path(model)
-    data = read_model(path)
+    data = read_model(path, max_memory_mb)
     compiled = is_edgetpu_model(data)
     if device == "cpu":
         if compiled:
-            return _cpu_fallback(backend, path, threads, reason="--device cpu was asked for")
+            return _cpu_fallback(backend, path, threads, "--device cpu was asked for", max_memory_mb)
         return _build(backend, path, data, [], threads, "cpu")
     if not compiled:
         if device == "auto":
@@ -230,24 +245,24 @@ def open_runtime(model: Path, device: str = "auto", runtime: str = "auto", threa
                 "compile it with `edge-compile`, or use --device cpu"
             )
         log.info("using the compiled model %s for --device %s", sibling, device)
-        path, data = sibling, read_model(sibling)
+        path, data = sibling, read_model(sibling, max_memory_mb)
     try:
         delegate = load_edgetpu_delegate(backend, device)
     except DelegateError as exc:
         if device != "auto":
             raise
-        return _cpu_fallback(backend, path, threads, reason=str(exc))
+        return _cpu_fallback(backend, path, threads, str(exc), max_memory_mb)
     return _build(backend, path, data, [delegate], threads, "edgetpu")
 
 
-def _cpu_fallback(backend: _Backend, compiled: Path, threads: int, reason: str) -> Runtime:
+def _cpu_fallback(backend: _Backend, compiled: Path, threads: int, reason: str, max_memory_mb: int) -> Runtime:
     cpu = cpu_twin(compiled)
     if cpu == compiled or not cpu.exists():
         raise ModelError(
             f"{reason}; {compiled.name} cannot run on the CPU and there is no CPU model {cpu.name} beside it"
         )
     log.warning("%s; running the CPU model %s instead (slower)", reason, cpu.name)
-    return _build(backend, cpu, read_model(cpu), [], threads, "cpu")
+    return _build(backend, cpu, read_model(cpu, max_memory_mb), [], threads, "cpu")
 
 
 def runtime_version() -> Optional[str]:

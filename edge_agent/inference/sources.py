@@ -4,7 +4,7 @@
 whose ``frames()`` yields :class:`Frame` objects (RGB uint8). Files are read in
 full, one frame each; live sources (cameras, streams) are marked ``live`` so the
 frame loop can keep only the newest frame. OpenCV is imported only for video,
-cameras and streams.
+cameras and streams; still images are decoded by :mod:`edge_agent.inference.images`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from typing import Any, Iterator, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from edge_agent.errors import InputError
+from edge_agent.inference.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
+from edge_agent.inference.videos import check_complete, quiet_decoder
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".h264"}
-DEFAULT_MAX_PIXELS = 50_000_000
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
 
 
@@ -55,36 +54,6 @@ class Source:
 
     def close(self) -> None:
         """Release the device or file; safe to call twice."""
-
-
-def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to RGB uint8, refusing images above ``max_pixels``.
-
-    The size is checked from the header before decoding, so a decompression bomb
-    costs nothing. Raises InputError with the reason.
-    """
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise InputError(
-                    f"{path}: image is {width}x{height} pixels, more than the limit of {max_pixels} "
-                    "(raise --max-pixels if this is intended)"
-                )
-            img.load()
-            return np.asarray(img.convert("RGB"))
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"input not found: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: refused as a decompression bomb ({exc})") from exc
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image, or an unsupported image format") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path}: cannot decode image ({exc})") from exc
 
 
 class ImageFiles(Source):
@@ -123,6 +92,8 @@ class VideoCapture(Source):
     def _open(self) -> Any:
         import cv2
 
+        quiet_decoder()
+
         if isinstance(self.target, int):
             cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(self.target)
         elif self.live:
@@ -157,6 +128,7 @@ class VideoCapture(Source):
                         raise InputError(f"{self.name} stopped delivering frames (disconnected?)")
                     if index == 0:
                         raise InputError(f"{self.name}: no frame could be decoded")
+                    check_complete(self._cap, index, self.name)
                     return
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 yield Frame(image=rgb, source=self.name, index=index, captured_at=time.time())
@@ -219,5 +191,7 @@ def open_source(spec: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     if not path.exists():
         raise InputError(f"input not found: {spec}")
     if path.suffix.lower() in VIDEO_EXTENSIONS:
+        if not path.is_file():  # a FIFO would hang the decoder
+            raise InputError(f"{spec} is not a regular file (a FIFO, device or socket?)")
         return VideoCapture(path, name=str(path), live=False)
     return ImageFiles([path], name=str(path), max_pixels=max_pixels)

@@ -112,6 +112,7 @@ class AgentUpdates:
             validation_memory_mb=self.updates.validation_memory_mb,
             download_timeout=self.updates.download_timeout,
             login=self.updates.registry_login(),
+            max_model_memory_mb=self.config.max_model_memory_mb,
         )
         release = self.updater.start()
         if release is not None and not self._activate(release):

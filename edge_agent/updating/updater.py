@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from edge_agent.errors import UpdateError
+from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB
 from edge_agent.updating.state import ActiveRelease, Pointer, ReleaseState
 from edge_agent.updating.validate import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, validate_model
 from release_contract.credentials import Login
@@ -43,6 +44,8 @@ from release_contract.stores import open_source
 
 log = logging.getLogger(__name__)
 
+#: Well inside the systemd unit's TimeoutStopSec (20 s), which also covers closing the outbox.
+CLOSE_TIMEOUT_S = 5.0
 StatusSink = Callable[[Dict[str, Any]], None]
 Activate = Callable[[Optional[ActiveRelease]], bool]
 
@@ -72,6 +75,7 @@ class Updater:
         validation_memory_mb: int = DEFAULT_MEMORY_MB,
         download_timeout: float = 30.0,
         login: Optional[Login] = None,
+        max_model_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
         on_step: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.state = ReleaseState(Path(state_dir), trusted_keys)
@@ -83,6 +87,7 @@ class Updater:
         self.validation_memory_mb = validation_memory_mb
         self.download_timeout = download_timeout
         self.login = login  # read-only registry credentials for oci:// stores
+        self.max_model_memory_mb = max_model_memory_mb
         self._publish_status = publish_status
         self._publish_model = publish_model
         self._activate = activate
@@ -126,8 +131,12 @@ class Updater:
             self._worker.start()
         return release
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the worker after the command in progress (at most ``timeout`` seconds)."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the worker after the command in progress, waiting at most ``timeout`` seconds.
+
+        A command still running then (a download from a mount that stopped answering) is
+        abandoned: the worker is a daemon thread, and the state directory is crash-safe.
+        """
         worker, self._worker = self._worker, None
         if worker is not None:
             self._queue.put(None)
@@ -203,6 +212,8 @@ class Updater:
                 expect_top1=release.manifest.golden_top1,
                 timeout=self.validation_timeout,
                 memory_mb=self.validation_memory_mb,
+                compiled=release.edgetpu_model,
+                max_model_mb=self.max_model_memory_mb,
             )
         except UpdateError as exc:
             shutil.rmtree(release.directory, ignore_errors=True)

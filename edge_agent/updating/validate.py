@@ -7,6 +7,12 @@ an unvalidated model in its own process. :func:`validate_model` runs
 LiteRT, checks its input against the manifest, classifies the golden input and
 prints one JSON line. The parent adds a wall-clock timeout and kills the child when
 it is exceeded.
+
+Every model of a release is checked in the child: before any interpreter allocates,
+each model's tensor memory is estimated from its flatbuffer and refused past
+``max_model_mb`` (:mod:`edge_agent.inference.model_memory`). The compiled
+``_edgetpu`` model can only be parsed and estimated there, not run: it needs an Edge
+TPU, which the child does not open; it runs for the first time in the health check.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from edge_agent.errors import UpdateError
 from edge_agent.inference.labels import load_labels
+from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB
 from edge_agent.inference.runtime import read_model
+from release_contract.models import is_edgetpu_model
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +55,17 @@ def validate_model(
     expect_top1: Optional[int] = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
+    compiled: Optional[Path] = None,
+    max_model_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
 ) -> ValidationResult:
     """Load ``model`` in a limited child process and classify the golden input.
 
     ``shape`` is the input shape the manifest declares; ``golden`` holds the raw input
-    tensor bytes (a mid-grey image when absent). Raises :class:`UpdateError` with the
-    reason when the child fails, exceeds ``timeout`` seconds or ``memory_mb`` of
-    address space, or the model does not match its manifest and labels.
+    tensor bytes (a mid-grey image when absent); ``compiled`` is the release's
+    ``_edgetpu`` model, parsed and estimated in the child (not run). Raises
+    :class:`UpdateError` with the reason when the child fails, exceeds ``timeout``
+    seconds or ``memory_mb`` of address space, a model's tensors need more than
+    ``max_model_mb`` MiB, or a model does not match its manifest and labels.
     """
     cmd = [
         sys.executable,
@@ -69,7 +81,11 @@ def validate_model(
         str(int(memory_mb)),
         "--cpu-seconds",
         str(max(1, int(timeout))),
+        "--max-model-mb",
+        str(int(max_model_mb)),
     ]
+    if compiled is not None:
+        cmd += ["--compiled", str(compiled)]
     if golden is not None:
         cmd += ["--golden", str(golden)]
     if expect_top1 is not None:
@@ -111,7 +127,11 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     from ai_edge_litert.interpreter import Interpreter
 
     labels = load_labels(Path(args.labels))
-    interpreter = Interpreter(model_content=read_model(Path(args.model)), num_threads=1)
+    if args.compiled:
+        # parsed and estimated only: running it needs the Edge TPU (see the module docstring)
+        if not is_edgetpu_model(read_model(Path(args.compiled), args.max_model_mb)):
+            raise ValueError(f"{Path(args.compiled).name} is not compiled for the Edge TPU")
+    interpreter = Interpreter(model_content=read_model(Path(args.model), args.max_model_mb), num_threads=1)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     shape = [int(d) for d in args.shape.split(",")]
@@ -148,6 +168,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--expect-top1", type=int)
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
     parser.add_argument("--cpu-seconds", type=int, default=int(DEFAULT_TIMEOUT_S))
+    parser.add_argument("--compiled")
+    parser.add_argument("--max-model-mb", type=int, default=DEFAULT_MAX_MODEL_MEMORY_MB)
     args = parser.parse_args(argv)
     _limit(args.memory_mb, args.cpu_seconds)
     try:

@@ -21,7 +21,7 @@ from typing import Dict, List, Mapping
 
 from registry.store.base import CHANNELS, Store, sort_versions
 from release_contract.errors import AlreadyExists, NotFound, StoreError
-from release_contract.files import atomic_write
+from release_contract.files import DIR_MODE, FILE_MODE, atomic_write
 from release_contract.manifest import ENVELOPE_NAME, check_filename, check_name, check_version
 
 
@@ -50,9 +50,12 @@ class LocalStore(Store):
             final.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".push-{version}-"))
             try:
+                os.chmod(staging, DIR_MODE)  # mkdtemp makes it 0700: other users could not read the release
                 for fname, src in files.items():
                     shutil.copyfile(src, staging / check_filename(fname))
                 (staging / ENVELOPE_NAME).write_bytes(envelope)
+                for written in staging.iterdir():
+                    os.chmod(written, FILE_MODE)
                 try:
                     os.rename(staging, final)
                 except OSError as exc:
