@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Dict, Protocol, Tuple, Union
 
 from release_contract.errors import DownloadError, NotFound, StoreError, VerificationError
+from release_contract.files import LinkRefused, open_beneath
 from release_contract.manifest import (
     ENVELOPE_NAME,
     MAX_ENVELOPE_BYTES,
@@ -50,35 +51,39 @@ class Source(Protocol):
 
 
 class LocalSource:
-    """Reads releases from a local store directory."""
+    """Reads releases from a local store directory.
+
+    Links are never followed below the store's root (see :func:`open_beneath`): a
+    symbolic link planted in the store is refused, not read.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.url = str(self.root)
 
-    def _dir(self, name: str, version: str) -> Path:
+    def _open(self, name: str, version: str, filename: str) -> IO[bytes]:
         if not self.root.is_dir():
             raise StoreError(f"store directory {self.root} does not exist")
-        return self.root / check_name(name) / check_version(version)
+        parts = (check_name(name), check_version(version), filename)
+        try:
+            return open_beneath(self.root, *parts)
+        except FileNotFoundError as exc:
+            raise NotFound(f"{filename} of {name}:{version} is missing from {self.root}") from exc
+        except LinkRefused as exc:
+            raise StoreError(f"refusing {name}:{version} in {self.root}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {'/'.join(parts)} in {self.root}: {exc.strerror or exc}") from exc
 
     def fetch_envelope(self, name: str, version: str) -> bytes:
-        path = self._dir(name, version) / ENVELOPE_NAME
         try:
-            with path.open("rb") as fh:
-                return _read_capped(fh, MAX_ENVELOPE_BYTES, "release.json")
-        except FileNotFoundError as exc:
+            fh = self._open(name, version, ENVELOPE_NAME)
+        except NotFound as exc:
             raise NotFound(f"{name}:{version} is not in {self.root}") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        with fh:
+            return _read_capped(fh, MAX_ENVELOPE_BYTES, "release.json")
 
     def open(self, name: str, version: str, entry: FileEntry, offset: int) -> Tuple[IO[bytes], int]:
-        path = self._dir(name, version) / check_filename(entry.path)
-        try:
-            fh = path.open("rb")
-        except FileNotFoundError as exc:
-            raise NotFound(f"{entry.path} of {name}:{version} is missing from {self.root}") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        fh = self._open(name, version, check_filename(entry.path))
         fh.seek(offset)
         return fh, offset
 
