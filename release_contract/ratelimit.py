@@ -60,7 +60,7 @@ class RateLimitedWarning:
             self._seen[reason] = [now, 0]
         if suppressed:
             message += f" ({suppressed} more like it in the last {self.interval:g} s)"
-        self.logger.warning(message, *args)
+        self.logger.warning(message, *args, stacklevel=2)
         return True
 
     def suppressed(self) -> int:
