@@ -38,7 +38,7 @@ from edge_agent.updating.state import ReleaseState  # noqa: E402
 from registry.release import build_manifest, find_release_files, push_release  # noqa: E402
 from registry.store import open_store  # noqa: E402
 from release_contract.fetch import pull_release  # noqa: E402
-from release_contract.protocol import Command  # noqa: E402
+from release_contract.protocol import Command, device_target  # noqa: E402
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key  # noqa: E402
 from release_contract.stores import open_source  # noqa: E402
 from release_contract.topics import device_topic  # noqa: E402
@@ -102,7 +102,10 @@ def command_fanout(broker: Mosquitto, devices: int, key: Any) -> Tuple[float, fl
     ctl.loop_start()
     start = time.perf_counter()
     for i in range(devices):
-        payload = Command("bench", "install", "digits", "1", "oci://x/y", int(time.time())).sign(key)
+        now = int(time.time())
+        payload = Command(
+            "bench", "install", "digits", "1", "oci://x/y", device_target(f"dev-{i}"), now, now + 3600, i + 1
+        ).sign(key)
         ctl.publish(device_topic("bench", f"dev-{i}"), payload, qos=1, retain=True)
     for _ in range(devices):
         got.acquire(timeout=60)

@@ -13,6 +13,7 @@ import click
 
 from registry.cli_options import broker_option, current_login, state_dir_path, state_option, store_option
 from registry.rollout import CATEGORIES, Controller, RolloutState, load_state, new_rollout
+from registry.rollout_state import DEFAULT_COMMAND_TTL
 from registry.store import open_store
 from release_contract.errors import NotFound, RolloutError
 from release_contract.exits import UserError
@@ -40,6 +41,15 @@ from release_contract.signing import load_private_key
     show_default=True,
     help="seconds a wave may take; silent devices then count as failed",
 )
+@click.option(
+    "--command-ttl",
+    type=click.FloatRange(min=60, max=90 * 86400),
+    default=DEFAULT_COMMAND_TTL,
+    show_default=True,
+    help="seconds a signed command stays valid; devices refuse it afterwards",
+)
+@click.option("--allow-downgrade", is_flag=True, help="let devices install a version below one they have installed")
+@click.option("--allow-model-change", is_flag=True, help="let devices running another model switch to this one")
 @click.option("--key", type=click.Path(path_type=Path), help="signing.key: commands are signed")
 @click.option("--prefix", default="edgetpu", show_default=True, help="MQTT topic prefix")
 @click.option("--resume", "resume_id", metavar="ID", help="continue an interrupted rollout (ID or 'last')")
@@ -54,6 +64,9 @@ def rollout(
     wave_size: int,
     abort_above: float,
     wave_timeout: float,
+    command_ttl: float,
+    allow_downgrade: bool,
+    allow_model_change: bool,
     key: Optional[Path],
     prefix: str,
     resume_id: Optional[str],
@@ -68,6 +81,7 @@ def rollout(
       edge-registry rollout digits:3 --fleet farm --canary 10 --wave-size 50 --key keys/signing.key
       edge-registry rollout digits:3 --devices cam-1,cam-2 --abort-above 0 --key keys/signing.key
       edge-registry rollout --resume last --key keys/signing.key
+      edge-registry rollout other:1 --devices cam-1 --allow-model-change --key keys/signing.key
     """
     if key is None:
         raise click.UsageError("--key is required: devices only accept signed commands")
@@ -114,6 +128,9 @@ def rollout(
                 wave_size,
                 abort_above,
                 wave_timeout,
+                command_ttl=command_ttl,
+                allow_downgrade=allow_downgrade,
+                allow_model_change=allow_model_change,
             )
             click.echo(f"rollout {state.id}: {len(targets)} devices in {len(state.waves)} waves")
         final = _run_with_progress(controller, state)

@@ -9,132 +9,47 @@ of a wave has finished (``active``, or a failure) or ``wave_timeout`` has passed
 After the last wave the command is also retained on the fleet topic, so devices that
 join later converge on the release.
 
-The state (plan, waves, every device's last status) is written to
-``<state_dir>/rollouts/<id>.json`` after every change, so ``resume`` continues a
-rollout after the controller restarts, and ``edge-registry status`` reads it.
+The state (plan, waves, every device's last status; :mod:`registry.rollout_state`) is
+written to ``<state_dir>/rollouts/<id>.json`` after every change, so ``resume``
+continues a rollout after the controller restarts, and ``edge-registry status`` reads it.
+
+Every command is signed for one target (a device, or the fleet), with a validity window
+of ``command_ttl`` seconds and the next number of the key's durable sequence
+(:mod:`registry.sequence`), so devices can refuse replays. Every status message read is
+validated; bad ones are ignored with a rate-limited warning.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import queue
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from registry.rollout_state import CATEGORIES, FAILED, RolloutState, load_state, new_rollout, save_state
+from registry.sequence import next_sequence
 from release_contract.errors import ProtocolError, RolloutError
-from release_contract.files import atomic_write
-from release_contract.protocol import Command, parse_model, parse_status
+from release_contract.protocol import Command, device_target, fleet_target, parse_model, parse_status
+from release_contract.ratelimit import RateLimitedWarning
+from release_contract.signing import key_id
 from release_contract.topics import BrokerUrlError, device_topic, fleet_topic, parse_broker_url, status_topic
 
 log = logging.getLogger(__name__)
 
-#: Progress categories shown to the operator, from device states.
-VIEW = {
-    "received": "downloading",
-    "downloading": "downloading",
-    "verifying": "verifying",
-    "validating": "verifying",
-    "activating": "verifying",
-    "health_check": "verifying",
-    "active": "active",
-    "rejected": "failed",
-    "failed": "failed",
-    "timed_out": "failed",
-    "rolled_back": "rolled_back",
-}
-CATEGORIES = ("pending", "downloading", "verifying", "active", "failed", "rolled_back")
-FAILED = ("rejected", "failed", "rolled_back", "timed_out")
-
-
-@dataclass
-class RolloutState:
-    """Everything a rollout needs to resume; saved as JSON."""
-
-    id: str
-    name: str
-    version: str
-    store: str
-    prefix: str
-    fleet: str
-    devices: List[str]
-    waves: List[List[str]]
-    abort_above_pct: float
-    wave_timeout: float
-    wave: int = 0
-    status: str = "running"  # running | aborting | succeeded | aborted
-    reason: str = ""
-    devices_state: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    sent: List[str] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    finished_at: Optional[float] = None
-
-    def counts(self) -> Dict[str, int]:
-        """Devices per progress category (pending, downloading, verifying, active, failed, rolled_back)."""
-        out = dict.fromkeys(CATEGORIES, 0)
-        for dev in self.devices:
-            state = self.devices_state.get(dev, {}).get("state")
-            out[VIEW.get(state, "pending") if state else "pending"] += 1
-        return out
-
-    def failures(self) -> List[str]:
-        """Touched devices whose install failed (rejected, failed, rolled back, timed out)."""
-        return [d for d in self.sent if self.devices_state.get(d, {}).get("state") in FAILED]
-
-
-def plan_waves(devices: List[str], canary_pct: float, wave_size: int) -> List[List[str]]:
-    """Split ``devices`` into a canary wave (``canary_pct`` %, at least one) and waves of ``wave_size``."""
-    if not devices:
-        raise RolloutError("no devices to roll out to: check --fleet / --devices and that devices are online")
-    if wave_size < 1:
-        raise RolloutError("--wave-size must be at least 1")
-    canary = min(len(devices), max(1, math.ceil(len(devices) * canary_pct / 100))) if canary_pct > 0 else 0
-    waves = [devices[:canary]] if canary else []
-    rest = devices[canary:]
-    waves += [rest[i : i + wave_size] for i in range(0, len(rest), wave_size)]
-    return waves
-
-
-def state_path(state_dir: Path, rollout_id: str) -> Path:
-    """``<state_dir>/rollouts/<id>.json``."""
-    return Path(state_dir) / "rollouts" / f"{rollout_id}.json"
-
-
-def save_state(state_dir: Path, state: RolloutState) -> None:
-    """Write the state atomically (a crash leaves the old state or the new one, never half)."""
-    path = state_path(state_dir, state.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(asdict(state), indent=1, sort_keys=True).encode())
-
-
-def load_state(state_dir: Path, rollout_id: Optional[str] = None) -> RolloutState:
-    """Load rollout ``rollout_id``, or the most recently started one; raise RolloutError if none."""
-    folder = Path(state_dir) / "rollouts"
-    if rollout_id:
-        path = state_path(state_dir, rollout_id)
-    else:
-        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-        if not files:
-            raise RolloutError(f"no rollout recorded in {folder}")
-        path = files[-1]
-    try:
-        return RolloutState(**json.loads(path.read_text("utf-8")))
-    except FileNotFoundError as exc:
-        raise RolloutError(f"no rollout {rollout_id!r} in {folder}") from exc
-    except (OSError, ValueError, TypeError) as exc:
-        raise RolloutError(f"cannot read rollout state {path}: {exc}") from exc
+# the state's names are re-exported: the controller's callers use them together
+__all__ = ["CATEGORIES", "Controller", "RolloutState", "load_state", "new_rollout"]
 
 
 class Controller:
     """Runs one rollout against a broker. Not thread-safe: drive it from one thread.
 
     ``on_change(state)`` is called after every status change (for a progress view).
+    Every message read is validated; bad ones are ignored with a warning logged at most
+    once per kind every ``warning_interval`` seconds.
     """
 
     def __init__(
@@ -144,13 +59,15 @@ class Controller:
         state_dir: Path,
         on_change: Optional[Callable[[RolloutState], None]] = None,
         client_id: str = "",
+        warning_interval: float = 60.0,
     ) -> None:
         self.broker = broker
         self.key = key
         self.state_dir = Path(state_dir)
         self.on_change = on_change
         self.client_id = client_id or f"edge-registry-{os.getpid()}-{int(time.time() * 1000) % 100000}"
-        self._events: queue.Queue[Tuple[str, bytes]] = queue.Queue()
+        self._events: queue.Queue[Tuple[str, bytes]] = queue.Queue(maxsize=10_000)
+        self._warn = RateLimitedWarning(log, warning_interval)
         self._client: Any = None
 
     def _signing_key(self) -> Ed25519PrivateKey:
@@ -177,7 +94,7 @@ class Controller:
             client.tls_set()
         connected: queue.Queue[Any] = queue.Queue()
         client.on_connect = lambda c, u, f, rc, p: connected.put(rc)
-        client.on_message = lambda c, u, m: self._events.put((m.topic, bytes(m.payload)))
+        client.on_message = lambda c, u, m: self._enqueue(m.topic, bytes(m.payload))
         try:
             client.connect(host, port, keepalive=30)
         except OSError as exc:
@@ -192,6 +109,13 @@ class Controller:
             client.loop_stop()
             raise RolloutError(f"the MQTT broker {host}:{port} refused the connection: {rc}")
         self._client = client
+
+    def _enqueue(self, topic: str, payload: bytes) -> None:
+        """Network thread: keep a message for the controller's thread; a flood is dropped, not hoarded."""
+        try:
+            self._events.put_nowait((topic, payload))
+        except queue.Full:
+            self._warn("flood", "dropping messages: %d are already waiting to be read", self._events.qsize())
 
     def close(self) -> None:
         """Disconnect from the broker."""
@@ -254,7 +178,9 @@ class Controller:
             wave = state.waves[state.wave]
             for device in wave:
                 if device not in state.sent:
-                    self._publish(device_topic(state.prefix, device), self._command(state, "install"))
+                    self._publish(
+                        device_topic(state.prefix, device), self._command(state, "install", device_target(device))
+                    )
                     state.sent.append(device)
             self._save(state)
             deadline = time.time() + state.wave_timeout
@@ -281,7 +207,9 @@ class Controller:
             self._abort(state, poll)
         elif state.status == "running":
             if state.fleet:
-                self._publish(fleet_topic(state.prefix, state.fleet), self._command(state, "install"))
+                self._publish(
+                    fleet_topic(state.prefix, state.fleet), self._command(state, "install", fleet_target(state.fleet))
+                )
             state.status = "succeeded"
             state.finished_at = time.time()
             self._save(state)
@@ -289,9 +217,8 @@ class Controller:
 
     def _abort(self, state: RolloutState, poll: float) -> None:
         log.warning("aborting rollout %s: %s", state.id, state.reason)
-        order = self._command(state, "rollback")
         for device in state.sent:
-            self._publish(device_topic(state.prefix, device), order)
+            self._publish(device_topic(state.prefix, device), self._command(state, "rollback", device_target(device)))
         deadline = time.time() + state.wave_timeout
         while time.time() < deadline and not all(self._rolled_back(state, d) for d in state.sent):
             self._drain(state, poll)
@@ -299,14 +226,21 @@ class Controller:
         state.finished_at = time.time()
         self._save(state)
 
-    def _command(self, state: RolloutState, action: str) -> bytes:
+    def _command(self, state: RolloutState, action: str, target: str) -> bytes:
+        """A signed command for ``target``, with the next sequence number of the controller's key."""
+        now = int(time.time())
         return Command(
             id=state.id,
             action=action,
             name=state.name,
             version=state.version,
             store=state.store,
-            issued_at=int(time.time()),
+            target=target,
+            issued_at=now,
+            expires_at=now + int(state.command_ttl),
+            seq=next_sequence(self.state_dir, key_id(self._signing_key().public_key())),
+            allow_downgrade=state.allow_downgrade,
+            allow_model_change=state.allow_model_change,
         ).sign(self._signing_key())
 
     @staticmethod
@@ -337,10 +271,14 @@ class Controller:
             try:
                 msg = parse_status(payload)
             except ProtocolError as exc:
-                log.debug("ignoring a status on %s: %s", topic, exc)
+                self._warn(str(exc)[:60], "ignoring a malformed status on %s: %s", topic[:200], exc)
                 continue
             device = msg["device"]
-            if msg["rollout"] != state.id or device not in state.devices or topic != status_topic(state.prefix, device):
+            if device not in state.devices or topic != status_topic(state.prefix, device):
+                if msg["rollout"] == state.id:
+                    self._warn("foreign", "ignoring a status for %s on %s", device[:128], topic[:200])
+                continue
+            if msg["rollout"] != state.id:
                 continue
             if state.status == "aborting" and msg["action"] == "install" and msg["state"] == "active":
                 continue  # a late success does not undo the rollback order
@@ -358,31 +296,3 @@ class Controller:
         save_state(self.state_dir, state)
         if self.on_change is not None:
             self.on_change(state)
-
-
-def new_rollout(
-    rollout_id: str,
-    name: str,
-    version: str,
-    store: str,
-    prefix: str,
-    fleet: str,
-    devices: List[str],
-    canary_pct: float,
-    wave_size: int,
-    abort_above_pct: float,
-    wave_timeout: float,
-) -> RolloutState:
-    """A fresh rollout state with its waves planned."""
-    return RolloutState(
-        id=rollout_id,
-        name=name,
-        version=version,
-        store=store,
-        prefix=prefix,
-        fleet=fleet,
-        devices=list(devices),
-        waves=plan_waves(list(devices), canary_pct, wave_size),
-        abort_above_pct=abort_above_pct,
-        wave_timeout=wave_timeout,
-    )

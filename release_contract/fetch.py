@@ -8,6 +8,11 @@ size is cut off), a read timeout, a time budget (120 s plus 20 kB/s of its size,
 server cannot drip bytes forever), and resumption from a ``.part`` file (HTTP
 ``Range``). Nothing reaches the target directory before the signature, sizes and
 sha256 of every file have been checked.
+
+Partial files are created mode 0600 (never through a link) in a 0700 work directory.
+Only an interrupted transfer keeps its ``.part`` to resume from; any other failure
+removes the release's partial files, and a resumed file that does not match its
+sha256 is downloaded once more from zero before it is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import BinaryIO, Callable, Dict, Iterable, Optional
 
 from release_contract.errors import DownloadError, StoreError, VerificationError
 from release_contract.files import DIR_MODE, FILE_MODE, fsync_dir, sha256_file
@@ -70,6 +75,17 @@ def check_manifest(
         )
 
 
+def _open_part(part: Path) -> BinaryIO:
+    """Open (or create) a partial download, readable by its owner only, never through a link."""
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a .part left by an older version may be world-readable
+        return os.fdopen(fd, "r+b")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _download_file(
     source: Source, name: str, version: str, entry: FileEntry, part: Path, progress: Optional[Progress], attempts: int
 ) -> int:
@@ -87,7 +103,7 @@ def _download_file(
             break
         stream, start = source.open(name, version, entry, have)
         try:
-            with stream, part.open("r+b" if part.exists() else "wb") as out:
+            with stream, _open_part(part) as out:
                 out.seek(start)
                 out.truncate()
                 pos = start
@@ -157,21 +173,54 @@ def pull_release(
     check_manifest(manifest, name, version, runtime_version)
     if on_manifest:
         on_manifest(manifest)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     transferred = 0
     parts: Dict[str, Path] = {}
-    for entry in manifest.files.values():
-        part = work_dir / f"{entry.sha256}.part"
-        transferred += _download_file(source, name, version, entry, part, progress, attempts)
-        if part.stat().st_size != entry.size:
-            part.unlink(missing_ok=True)
-            raise VerificationError(f"{entry.path}: size differs from the signed manifest")
-        if sha256_file(part) != entry.sha256:
-            part.unlink(missing_ok=True)
-            raise VerificationError(f"{entry.path}: sha256 differs from the signed manifest")
-        parts[entry.path] = part
-    install_verified(raw, parts, target)
+    try:
+        for entry in manifest.files.values():
+            part = work_dir / f"{entry.sha256}.part"
+            parts[entry.path] = part
+            transferred += _fetch_verified(source, name, version, entry, part, progress, attempts)
+        install_verified(raw, parts, target)
+    except DownloadError as exc:
+        # an interrupted transfer keeps its .part to resume from; anything else leaves nothing behind
+        if "more than the signed size" in str(exc):
+            _remove(parts.values())
+        raise
+    except BaseException:
+        _remove(parts.values())
+        raise
     return PullResult(manifest, transferred)
+
+
+def _fetch_verified(
+    source: Source, name: str, version: str, entry: FileEntry, part: Path, progress: Optional[Progress], attempts: int
+) -> int:
+    """Download ``entry`` into ``part`` and check its size and sha256; returns bytes transferred.
+
+    A resumed download whose result does not match is fetched once more from zero: the
+    prefix it resumed from may be stale or planted. Raises VerificationError when a
+    download from zero does not match either.
+    """
+    had = part.stat().st_size if part.exists() else 0
+    transferred = _download_file(source, name, version, entry, part, progress, attempts)
+    if had and (part.stat().st_size != entry.size or sha256_file(part) != entry.sha256):
+        log.warning("%s: the resumed download does not match its signed sha256; downloading it again", entry.path)
+        part.unlink(missing_ok=True)
+        transferred += _download_file(source, name, version, entry, part, progress, attempts)
+    if part.stat().st_size != entry.size:
+        raise VerificationError(f"{entry.path}: size differs from the signed manifest")
+    if sha256_file(part) != entry.sha256:
+        raise VerificationError(f"{entry.path}: sha256 differs from the signed manifest")
+    return transferred
+
+
+def _remove(parts: Iterable[Path]) -> None:
+    for part in parts:
+        try:
+            part.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", part, exc)
 
 
 def install_verified(envelope: bytes, parts: Dict[str, Path], target: Path) -> None:

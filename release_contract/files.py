@@ -79,3 +79,43 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_beneath(root: Path, *parts: str) -> BinaryIO:
+    """Open the regular file ``root/parts...`` for reading without following any link below ``root``.
+
+    Every directory in ``parts`` and the file itself are opened with ``O_NOFOLLOW``, one
+    level at a time, so a symbolic link planted inside ``root`` (``model.tflite ->
+    /etc/shadow``, or a linked version directory) cannot lead outside it; ``root``
+    itself may be a link. A FIFO or device file is refused without blocking. Raises
+    FileNotFoundError when a part is missing, :class:`LinkRefused` for a link or a file
+    that is not regular, OSError otherwise.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if not part or part in (".", "..") or "/" in part:
+                raise LinkRefused(f"{part!r} is not a plain name")
+            mode = flags | (os.O_NONBLOCK if last else getattr(os, "O_DIRECTORY", 0))
+            try:
+                child = os.open(part, mode, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise LinkRefused(f"{part} is a symbolic link or not a {'file' if last else 'directory'}") from exc
+                raise
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LinkRefused(f"{parts[-1] if parts else root} is not a regular file")
+        os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fh
+
+
+class LinkRefused(OSError):
+    """A path inside a store is a symbolic link, or not a regular file: it is not followed."""

@@ -21,7 +21,7 @@ from typing import IO, Any, Dict, Optional, Protocol, Tuple, Union, cast
 from release_contract.credentials import Login
 from release_contract.deadlines import DeadlineReader, Readable, call_with_deadline, read_capped
 from release_contract.errors import DownloadError, NotFound, StoreError, VerificationError
-from release_contract.files import open_regular
+from release_contract.files import LinkRefused, open_beneath
 from release_contract.manifest import (
     ENVELOPE_NAME,
     MAX_ENVELOPE_BYTES,
@@ -55,8 +55,10 @@ class Source(Protocol):
 class LocalSource:
     """Reads releases from a local store directory.
 
-    Only regular files are read (a FIFO is refused), and every open and read waits at
-    most ``timeout`` seconds, so a mount that stops answering cannot hang the reader.
+    Links are never followed below the store's root (see :func:`open_beneath`): a
+    symbolic link planted in the store is refused, not read. Only regular files are read, and
+    every open and read waits at most ``timeout`` seconds, so a mount that stops answering
+    cannot hang the reader.
     """
 
     def __init__(self, root: Path, timeout: float = 30.0) -> None:
@@ -66,16 +68,19 @@ class LocalSource:
 
     def _open(self, name: str, version: str, filename: str) -> IO[bytes]:
         path = self.root / check_name(name) / check_version(version) / filename
+        parts = (check_name(name), check_version(version), filename)
 
         def open_file() -> IO[bytes]:
             if not self.root.is_dir():
                 raise StoreError(f"store directory {self.root} does not exist")
-            return open_regular(path)
+            return open_beneath(self.root, *parts)
 
         try:
             raw = call_with_deadline(open_file, self.timeout, f"the store {self.root}")
         except FileNotFoundError as exc:
             raise NotFound(f"{filename} of {name}:{version} is missing from {self.root}") from exc
+        except LinkRefused as exc:
+            raise StoreError(f"refusing {name}:{version} in {self.root}: {exc}") from exc
         except (TimeoutError, OSError) as exc:
             raise StoreError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
         return raw

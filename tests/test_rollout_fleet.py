@@ -14,6 +14,7 @@ from typing import List, Optional, Set, Tuple
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers.commands import signed
 from helpers.fleet import SimDevice, make_release_dir, push_version, sample_inputs
 from helpers.mosquitto import Mosquitto
 from helpers.registry_server import RegistryServer
@@ -22,7 +23,6 @@ from helpers.subscriber import Subscriber
 from registry.cli import main
 from registry.rollout import Controller, load_state, new_rollout
 from registry.store import open_store
-from release_contract.protocol import Command
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key
 from release_contract.topics import fleet_topic
 
@@ -87,7 +87,7 @@ def seeded_state(root: Path, key: Ed25519PrivateKey, pub: Path, store_url: str) 
     state = root / "seed"
     updater = Updater(state, TrustedKeys.from_paths([pub]), "seed", 14, lambda m: None, lambda r: True)
     updater.start()
-    final = updater.process(Command("seed", "install", "digits", "1", store_url, int(time.time())).sign(key))
+    final = updater.process(signed(key, "seed", "install", "1", store_url, device="seed"))
     assert final is not None and final["state"] == "active"
     return state
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Iterator, Tuple
 
 import paho.mqtt.client as paho
 import pytest
+from helpers.commands import signed
 from helpers.fleet import ROOT, make_release_dir, push_version
 from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber
@@ -21,7 +21,7 @@ from edge_agent.service import release_opener
 from edge_agent.updating.agent import AgentUpdates
 from registry.rollout import Controller
 from registry.store import open_store
-from release_contract.protocol import Command
+from release_contract.protocol import fleet_target
 from release_contract.signing import generate_keypair, load_private_key
 from release_contract.topics import fleet_topic
 
@@ -74,7 +74,7 @@ def test_fleet_command_swaps_the_running_classifier_and_rollback_restores_it(
     send(
         mosquitto,
         fleet_topic("edgetpu", "farm"),
-        Command("r1", "install", "digits", "1", store, int(time.time())).sign(key),
+        signed(key, "r1", "install", "1", store, target=fleet_target("farm")),
     )
     assert watch.wait_until(lambda s: any(m["state"] == "active" for m in s.json_on("rollout/status")), 120)
     assert [m["state"] for m in watch.json_on("rollout/status")][-1] == "active"
@@ -85,9 +85,7 @@ def test_fleet_command_swaps_the_running_classifier_and_rollback_restores_it(
     announced = [m for m in watch.json_on("/model") if m.get("version") == "1"][-1]
     assert announced["fleet"] == "farm" and announced["digest"].startswith("sha256:")
 
-    send(
-        mosquitto, "edgetpu/cam-1/rollout", Command("r1", "rollback", "digits", "1", store, int(time.time())).sign(key)
-    )
+    send(mosquitto, "edgetpu/cam-1/rollout", signed(key, "r1", "rollback", "1", store, device="cam-1"))
     assert watch.wait_until(lambda s: s.json_on("rollout/status")[-1]["state"] == "rolled_back", 60)
     assert classifier.runtime is builtin  # type: ignore[attr-defined]
     watch.client.disconnect()

@@ -13,15 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from helpers.commands import signed
 from helpers.fleet import BUILTIN_MODEL, ROOT, make_release_dir, push_version, run_model, sample_inputs
 
 from registry.store import open_store
-from release_contract.protocol import Command
 from release_contract.signing import generate_keypair, load_private_key
 
 DEVICE = ROOT / "tests" / "helpers" / "fleet.py"
@@ -56,7 +55,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     push_version(store, key, folder, "2")
     for version in ("1", "2"):
         (root / f"cmd{version}.json").write_bytes(
-            Command(f"rollout-{version}", "install", "digits", version, store.url, int(time.time())).sign(key)
+            signed(key, f"rollout-{version}", "install", version, store.url, device="crash-dev")
         )
     first = report(device(root / "state", pub, root / "cmd1.json"))
     assert first["active"] == V1

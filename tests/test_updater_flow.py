@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers.commands import signed
 from helpers.fleet import make_release_dir, push_version, run_model, sample_inputs
 
 from edge_agent.updating.state import ActiveRelease
 from edge_agent.updating.updater import Updater
 from registry.store import open_store
-from release_contract.protocol import Command
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key
 
 
@@ -59,7 +58,7 @@ def env(tmp_path: Path) -> Tuple[Ed25519PrivateKey, str, Updater, Recorder]:
 def cmd(
     key: Ed25519PrivateKey, store: str, version: str, action: str = "install", rollout: str = "", **kw: Any
 ) -> bytes:
-    return Command(rollout or f"r{version}{action}", action, "digits", version, store, int(time.time()), **kw).sign(key)
+    return signed(key, rollout or f"r{version}{action}", action, version, store, device="cam-1", **kw)
 
 
 def test_install_reports_each_step_and_announces_the_new_model(

@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers.commands import make_command, signed
 from helpers.fleet import ROOT, make_release_dir, push_version, run_model, sample_inputs
 
 from edge_agent.updating.state import ActiveRelease
@@ -19,7 +20,6 @@ from edge_agent.updating.updater import Updater
 from registry.store import open_store
 from registry.store.local import LocalStore
 from release_contract.manifest import FileEntry, Manifest, format_time
-from release_contract.protocol import Command
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, sign_manifest, sign_payload
 
 
@@ -65,15 +65,9 @@ def setup(tmp_path: Path) -> Iterator[Tuple[Ed25519PrivateKey, LocalStore, Devic
 
 
 def command(key: Ed25519PrivateKey, version: str, store: str, rollout: str = "", **kwargs: Any) -> bytes:
-    return Command(
-        id=rollout or f"r-{version}-{time.monotonic_ns()}",
-        action="install",
-        name="digits",
-        version=version,
-        store=store,
-        issued_at=int(time.time()),
-        **kwargs,
-    ).sign(key)
+    return signed(
+        key, rollout or f"r-{version}-{time.monotonic_ns()}", "install", version, store, device="dev-1", **kwargs
+    )
 
 
 def refused(device: Device, payload: bytes, state: str, reason: str) -> None:
@@ -226,7 +220,7 @@ def test_commands_that_are_unsigned_or_malformed_are_refused(
 ) -> None:
     key, store, device = setup
     push_version(store, key, make_release_dir(tmp_path / "b3"), "3")
-    body = Command("r9", "install", "digits", "3", store.url, int(time.time())).to_dict()
+    body = make_command("r9", "install", "3", store.url, device="dev-1").to_dict()
     refused(device, json.dumps({**body, "signatures": []}).encode(), "rejected", "not signed")
     stranger = load_private_key(generate_keypair(tmp_path / "stranger")[0])
     refused(device, command(stranger, "3", store.url), "rejected", "untrusted key")

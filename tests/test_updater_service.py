@@ -9,6 +9,7 @@ from typing import Any, List, Sequence
 
 import numpy as np
 import paho.mqtt.client as paho
+from helpers.commands import signed
 from helpers.fleet import ROOT, make_release_dir, push_version
 from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber
@@ -20,7 +21,7 @@ from edge_agent.inference.sources import Frame
 from edge_agent.publishing.session import model_announcement
 from edge_agent.service import run_service
 from registry.store import open_store
-from release_contract.protocol import Command
+from release_contract.protocol import fleet_target
 from release_contract.signing import generate_keypair, load_private_key
 from release_contract.topics import fleet_topic
 
@@ -69,7 +70,7 @@ def test_rollout_swaps_the_model_without_stopping_the_frame_loop(tmp_path: Path,
         sender.loop_start()
         info = sender.publish(
             fleet_topic("edgetpu", "farm"),
-            Command("r1", "install", "digits", "1", store.url, int(time.time())).sign(key),
+            signed(key, "r1", "install", "1", store.url, target=fleet_target("farm")),
             qos=1,
             retain=True,
         )

@@ -8,6 +8,9 @@ Layout of the state directory::
     <state>/trial                        present while a new release is on trial (not yet healthy)
     <state>/downloads/<sha256>.part      partial downloads, resumed after an interruption
     <state>/handled.json                 final status of the commands already handled
+    <state>/admission.json               replay protection: the highest command sequence accepted
+                                         per signing key, digests of finished commands, and the
+                                         highest version installed per model name
 
 Pointers are replaced atomically (write a temporary file, fsync, rename, fsync the
 directory). Activation writes ``trial`` (holding the old pointers) before it touches
@@ -227,3 +230,28 @@ class ReleaseState:
         while len(data) > MAX_HANDLED:
             data.pop(next(iter(data)))
         atomic_write(self.root / "handled.json", json.dumps(data).encode())
+
+    # -- replay protection --------------------------------------------------------------------------
+    def admission(self) -> Dict[str, Any]:
+        """The replay-protection record: ``{"keys": {key_id: {"seq", "digest"}}, "finished": [digest],
+        "versions": {name: version}}``; an empty record when absent (a damaged one is logged)."""
+        empty: Dict[str, Any] = {"keys": {}, "finished": [], "versions": {}}
+        try:
+            data = json.loads((self.root / "admission.json").read_text("utf-8"))
+        except FileNotFoundError:
+            return empty
+        except (OSError, ValueError) as exc:
+            log.error("replay-protection record is unreadable (%s): starting a new one", exc)
+            return empty
+        if not isinstance(data, dict):
+            return empty
+        return {
+            "keys": data.get("keys") if isinstance(data.get("keys"), dict) else {},
+            "finished": data.get("finished") if isinstance(data.get("finished"), list) else [],
+            "versions": data.get("versions") if isinstance(data.get("versions"), dict) else {},
+        }
+
+    def save_admission(self, record: Dict[str, Any]) -> None:
+        """Replace the replay-protection record atomically (the newest MAX_HANDLED digests are kept)."""
+        record = {**record, "finished": list(record.get("finished", []))[-MAX_HANDLED:]}
+        atomic_write(self.root / "admission.json", json.dumps(record, sort_keys=True).encode())

@@ -25,20 +25,23 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from edge_agent.errors import UpdateError
 from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB
+from edge_agent.updating.admission import CommandGate
 from edge_agent.updating.state import ActiveRelease, Pointer, ReleaseState
 from edge_agent.updating.validate import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, validate_model
 from release_contract.credentials import Login
 from release_contract.errors import ManifestError, RegistryError, VerificationError
 from release_contract.fetch import pull_release
-from release_contract.manifest import version_key
-from release_contract.protocol import Command, model_message, parse_command, status_message
+from release_contract.protocol import Command, model_message, status_message
+from release_contract.ratelimit import RateLimitedWarning
 from release_contract.signing import TrustedKeys
 from release_contract.stores import open_source
 
@@ -57,7 +60,10 @@ class Updater:
     the runtime check is skipped). ``on_step(step)`` is called before each step
     (``download``, ``verify``, ``validate``, ``swap``, ``health_check``) and after
     each downloaded chunk (``download_chunk``); it exists for metrics and for crash
-    tests. Public methods are thread-safe.
+    tests. ``clock`` is the device's clock (Unix seconds) that command validity windows
+    are checked against; ``warning_interval`` is how often one kind of refused command
+    is logged and reported (the others are counted). Commands are admitted by a
+    :class:`~edge_agent.updating.admission.CommandGate`. Public methods are thread-safe.
     """
 
     def __init__(
@@ -77,8 +83,12 @@ class Updater:
         login: Optional[Login] = None,
         max_model_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
         on_step: Optional[Callable[[str], None]] = None,
+        clock: Callable[[], float] = time.time,
+        warning_interval: float = 60.0,
     ) -> None:
         self.state = ReleaseState(Path(state_dir), trusted_keys)
+        self.gate = CommandGate(self.state, trusted_keys, device_id, fleet, clock=clock)
+        self._warn = RateLimitedWarning(log, warning_interval)
         self.trusted = trusted_keys
         self.device_id = device_id
         self.fleet = fleet
@@ -148,11 +158,32 @@ class Updater:
             return self._active
 
     def handle_command(self, payload: bytes) -> None:
-        """Queue a raw rollout command for the worker; never blocks, never raises."""
+        """Check a raw rollout command and queue it for the worker; never blocks, never raises.
+
+        Called on the MQTT network thread: the cheap checks (size, JSON, schema, signature,
+        target, validity window, sequence) run here, so a flood of bad commands never fills
+        the queue. A refusal is one rate-limited warning and a rate-limited ``rejected`` status.
+        """
+        try:
+            admitted = self.gate.check(bytes(payload), self.state.handled())
+        except RegistryError as exc:
+            self._refuse(exc)
+            return
+        except Exception:  # the network thread must survive any bug in one command
+            log.exception("checking a rollout command failed unexpectedly")
+            return
+        if admitted.redelivery:
+            return
         try:
             self._queue.put_nowait(bytes(payload))
         except queue.Full:
-            log.warning("dropping a rollout command: %d commands are already waiting", self._queue.qsize())
+            self._warn("queue-full", "dropping a rollout command: %d commands are already waiting", self._queue.qsize())
+
+    def _refuse(self, exc: RegistryError) -> None:
+        """One rate-limited warning and ``rejected`` status per kind of refusal."""
+        reason = re.sub(r"[0-9a-f]{6,}|\d+", "N", str(exc))[:60]
+        if self._warn(reason, "rejected a rollout command: %s", exc):
+            self._emit(status_message(self.device_id, "rejected", None, self._pointer(), str(exc)))
 
     def _run(self) -> None:
         while True:
@@ -171,16 +202,22 @@ class Updater:
         The worker thread calls this for every queued command; call it directly only when
         the worker is not running (tests, one-shot tools).
         """
+        handled = self.state.handled()
         try:
-            command = parse_command(payload, self.trusted)
+            admitted = self.gate.check(payload, handled)
         except RegistryError as exc:
-            log.warning("rejected a rollout command: %s", exc)
+            self._warn("refused", "rejected a rollout command: %s", exc)
             msg = status_message(self.device_id, "rejected", None, self._pointer(), str(exc))
             self._emit(msg)
             return msg
+        if admitted.redelivery:
+            return None
+        self.gate.accept(admitted)  # durable before anything is done: a replay cannot repeat it
+        command = admitted.command
         key = f"{command.id}:{command.action}"
-        if key in self.state.handled():
+        if key in handled:
             log.debug("rollout %s already handled", key)
+            self.gate.finish(admitted)
             return None
         self._status("received", command)
         if command.action == "rollback":
@@ -188,6 +225,7 @@ class Updater:
         else:
             msg = self._install(command)
         self.state.record(key, msg)
+        self.gate.finish(admitted)
         return msg
 
     def _install(self, command: Command) -> Dict[str, Any]:
@@ -230,6 +268,7 @@ class Updater:
                 self.state.commit_trial()
                 self._active = release
                 self.state.prune()
+            self.gate.installed(command.name, command.version)
             self.announce()
             return self._status("active", command)
         return self._return_to_previous(command, f"{command.name}:{command.version} failed its health check")
@@ -237,18 +276,9 @@ class Updater:
     def _fetch(self, command: Command, current: Optional[Pointer]) -> ActiveRelease:
         """Download (or reuse) and verify the release named by ``command``."""
         directory = self.state.release_dir(command.name, command.version)
-        # the signed manifest must name this very version (checked in pull_release), so comparing
-        # the command's version refuses a replayed or older release before anything is fetched
-        if (
-            current
-            and current["name"] == command.name
-            and not command.allow_downgrade
-            and version_key(command.version) <= version_key(current["version"])
-        ):
-            raise VerificationError(
-                f"{command.name}:{command.version} is not newer than the active "
-                f"{current['version']} (replayed or older release)"
-            )
+        # the signed manifest must name this very version (checked in pull_release), so checking
+        # the command refuses another model or an older release before anything is fetched
+        self.gate.check_install(command, current)
         if directory.exists():
             self._step("verify")
             self._status("verifying", command)

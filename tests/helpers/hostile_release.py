@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.updating.state import ActiveRelease
 from edge_agent.updating.updater import Updater
+from helpers.commands import signed
 from release_contract.manifest import FileEntry, Manifest, format_time
-from release_contract.protocol import Command
 from release_contract.signing import TrustedKeys, generate_keypair, load_private_key, sign_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,14 +52,7 @@ class Signer:
 
     def command(self, version: str, store: str) -> bytes:
         """A signed install command for digits:``version`` from ``store``."""
-        return Command(
-            id=f"r-{version}-{time.monotonic_ns()}",
-            action="install",
-            name="digits",
-            version=version,
-            store=store,
-            issued_at=int(time.time()),
-        ).sign(self.key)
+        return signed(self.key, f"r-{version}-{time.monotonic_ns()}", "install", version, store, device="dev-1")
 
 
 class Device:
