@@ -12,6 +12,7 @@ from typing import Iterator, List
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers.commands import make_command
 from helpers.hostile_release import LABELS, MODEL, Device, Signer
 
 from edge_agent.cli import main as agent_main
@@ -20,7 +21,7 @@ from edge_agent.errors import ConfigError
 from registry.cli import main as registry_main
 from release_contract.errors import ManifestError, ProtocolError, RegistryError, VerificationError
 from release_contract.manifest import check_filename, check_name, check_version, version_key
-from release_contract.protocol import COMMAND_SCHEMA, MAX_COMMAND_BYTES, parse_command
+from release_contract.protocol import MAX_COMMAND_BYTES, parse_command
 from release_contract.signing import TrustedKeys
 from release_contract.stores import OciSource
 
@@ -37,17 +38,9 @@ def one_line_error(result: Result, code: int = 0) -> str:
 
 
 def command_body(**changes: object) -> dict:
-    body = {
-        "schema": COMMAND_SCHEMA,
-        "id": "r1",
-        "action": "install",
-        "name": "digits",
-        "version": "3",
-        "store": "/srv/store",
-        "issued_at": 1,
-        "allow_downgrade": False,
-        "signatures": [],
-    }
+    """A well-formed, unsigned rollout command (the current schema) with ``changes`` applied."""
+    body = make_command("r1", "install", "3", "/srv/store", device="dev-1").to_dict()
+    body["signatures"] = []
     body.update(changes)
     return body
 
@@ -71,7 +64,7 @@ def test_deeply_nested_command_of_16_kb_is_refused_as_malformed(signer: Signer) 
 def test_command_with_non_object_signatures_is_refused(signer: Signer) -> None:
     cases: List[List[object]] = [[1], ["x"], [[]], [None]]
     for sigs in cases:
-        with pytest.raises(VerificationError, match="malformed signatures"):
+        with pytest.raises(RegistryError, match="signatures must be objects|malformed signatures"):
             parse_command(json.dumps(command_body(signatures=sigs)).encode(), TrustedKeys.from_paths([signer.pub]))
 
 
