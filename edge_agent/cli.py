@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 import click
 
 from edge_agent.bundled import demo_images, demo_model
-from edge_agent.config import RUNTIMES
+from edge_agent.config import RESIZE_MODES, RUNTIMES
 from edge_agent.errors import EdgeAgentError
 from edge_agent.options import load_cli_config, publish_options
 from release_contract.exits import MappedErrorsGroup, UserError
@@ -122,6 +123,12 @@ def _print_jsonl(result: Any) -> None:
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio when resizing (pad with black).")
 @click.option(
+    "--resize",
+    type=click.Choice(RESIZE_MODES),
+    default=None,
+    help="fast: OpenCV bilinear (default); coral: Pillow Lanczos, identical scores to Coral's classify_image.py.",
+)
+@click.option(
     "--max-pixels",
     type=click.IntRange(1),
     default=50_000_000,
@@ -145,6 +152,7 @@ def classify(
     mean: Optional[float],
     std: Optional[float],
     keep_aspect: bool,
+    resize: Optional[str],
     max_pixels: int,
     device_id: Optional[str],
     publish: Dict[str, Any],
@@ -177,6 +185,7 @@ def classify(
         "mean": mean,
         "std": std,
         "keep_aspect": keep_aspect or None,
+        "resize": resize,
         "max_pixels": max_pixels,
         "device_id": device_id,
     }
@@ -210,6 +219,7 @@ def classify(
 @click.option("--mean", type=float, default=None, help="Pixel mean the model expects (with --std).")
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, default=None, help="Keep the aspect ratio when resizing (pad).")
+@click.option("--resize", type=click.Choice(RESIZE_MODES), default=None, help="fast (default) or coral (Lanczos).")
 @publish_options
 def run(
     config_path: Optional[Path],
@@ -223,6 +233,7 @@ def run(
     mean: Optional[float],
     std: Optional[float],
     keep_aspect: Optional[bool],
+    resize: Optional[str],
     publish: Dict[str, Any],
 ) -> None:
     """Run as a service: classify and publish to MQTT until SIGTERM.
@@ -250,6 +261,7 @@ def run(
         "mean": mean,
         "std": std,
         "keep_aspect": keep_aspect,
+        "resize": resize,
     }
     run_agent(load_cli_config(config_path, flags))
 
@@ -265,7 +277,7 @@ def devices() -> None:
     from edge_agent.inference.devices import find_edgetpus, pycoral_devices
     from edge_agent.inference.runtime import delegate_library, runtime_version
 
-    version = runtime_version()
+    version = runtime_version(os.environ.get("EDGE_AGENT_EDGETPU_LIBRARY") or None)
     click.echo(f"Edge TPU runtime: {version or 'not installed (' + delegate_library() + ' not found)'}")
     found = find_edgetpus()
     coral = pycoral_devices()
@@ -277,3 +289,40 @@ def devices() -> None:
         click.echo(f"{tpu.kind}: {tpu.description} at {tpu.path}{temp}")
     for line in coral or []:
         click.echo(f"pycoral: {line}")
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--model", "-m", type=click.Path(path_type=Path), default=None, help="Model to probe (default: config).")
+@click.option("--device", "-d", default=None, help="auto, cpu, usb, usb:N, pci, pci:N or :N (default: config).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+@click.option("--sys-root", type=click.Path(path_type=Path), default=Path("/sys"), hidden=True)
+@click.option("--dev-root", type=click.Path(path_type=Path), default=Path("/dev"), hidden=True)
+def doctor(
+    config_path: Optional[Path],
+    model: Optional[Path],
+    device: Optional[str],
+    as_json: bool,
+    sys_root: Path,
+    dev_root: Path,
+) -> None:
+    """Say why the Edge TPU is or is not used: each check is OK or a problem with its fix.
+
+    Exits 0 only when the configured path works (the TPU, or the CPU when asked for).
+
+    \b
+    Examples:
+      edge-agent doctor
+      edge-agent doctor -m models/mobilenet_v2_1.0_224_quant_edgetpu.tflite --json
+    """
+    from edge_agent.doctor import run_doctor
+
+    config = load_cli_config(config_path, {"model": model, "device": device})
+    report = run_doctor(config, sys_root, dev_root)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.ok:
+        raise UserError(report.summary())

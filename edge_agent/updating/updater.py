@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 StatusSink = Callable[[Dict[str, Any]], None]
 Activate = Callable[[Optional[ActiveRelease]], bool]
+#: Probes a compiled model with the Edge TPU delegate in a child process: None when it ran,
+#: else the one-line reason (see edge_agent.inference.probe).
+ProbeCompiled = Callable[[Path], Optional[str]]
 
 
 class Updater:
@@ -53,7 +56,9 @@ class Updater:
     the runtime check is skipped). ``on_step(step)`` is called before each step
     (``download``, ``verify``, ``validate``, ``swap``, ``health_check``) and after
     each downloaded chunk (``download_chunk``); it exists for metrics and for crash
-    tests. Public methods are thread-safe.
+    tests. ``probe`` runs a release's compiled model with the Edge TPU delegate in a child
+    before it is activated: when it fails, the release is rejected if ``require_tpu`` (a TPU
+    asked for by name), else it is activated on its CPU model. Public methods are thread-safe.
     """
 
     def __init__(
@@ -71,8 +76,12 @@ class Updater:
         validation_memory_mb: int = DEFAULT_MEMORY_MB,
         download_timeout: float = 30.0,
         on_step: Optional[Callable[[str], None]] = None,
+        probe: Optional[ProbeCompiled] = None,
+        require_tpu: bool = False,
     ) -> None:
         self.state = ReleaseState(Path(state_dir), trusted_keys)
+        self._probe = probe
+        self.require_tpu = require_tpu
         self.trusted = trusted_keys
         self.device_id = device_id
         self.fleet = fleet
@@ -204,6 +213,13 @@ class Updater:
         except UpdateError as exc:
             shutil.rmtree(release.directory, ignore_errors=True)
             return self._status("rejected", command, str(exc))
+        if release.edgetpu_model is not None and self._probe is not None:
+            reason = self._probe(release.edgetpu_model)
+            if reason is not None and self.require_tpu:
+                shutil.rmtree(release.directory, ignore_errors=True)
+                return self._status("rejected", command, f"Edge TPU probe failed: {reason}")
+            if reason is not None:
+                log.warning("%s:%s will run on its CPU model: %s", command.name, command.version, reason)
         self._step("swap")
         self._status("activating", command)
         with self._lock:
