@@ -120,7 +120,7 @@ def pci_checks(sys_root: Path, dev_root: Path, severity: str) -> List[Check]:
                     f"pcie {node.name}",
                     severity,
                     f"{node}: {why}",
-                    'add a udev rule SUBSYSTEM=="apex", MODE="0660", GROUP="apex" and the user to group apex',
+                    UDEV_FIX,
                 )
             )
     return out
