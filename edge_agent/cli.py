@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
@@ -277,7 +276,7 @@ def devices() -> None:
     from edge_agent.inference.devices import find_edgetpus, pycoral_devices
     from edge_agent.inference.runtime import delegate_library, runtime_version
 
-    version = runtime_version(os.environ.get("EDGE_AGENT_EDGETPU_LIBRARY") or None)
+    version = runtime_version(load_cli_config(None, {}).edgetpu_library)
     click.echo(f"Edge TPU runtime: {version or 'not installed (' + delegate_library() + ' not found)'}")
     found = find_edgetpus()
     coral = pycoral_devices()

@@ -26,7 +26,7 @@ from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.inference import pairings
 from edge_agent.inference.backends import importable, installed_backends, select_backend
 from edge_agent.inference.probe import probe_delegate
-from edge_agent.inference.runtime import delegate_library, read_model
+from edge_agent.inference.runtime import delegate_library, interpreter_order, read_model
 from release_contract.models import compiled_twin, cpu_twin, is_edgetpu_model
 from release_contract.topics import BrokerUrlError, parse_broker_url
 
@@ -129,7 +129,7 @@ def _probe_checks(config: Config, library: str, lib_file: str, severity: str) ->
     if config.device == "cpu":
         return [Check("probe", INFO, "--device cpu: the Edge TPU is not used")]
     try:
-        backend = select_backend(config.runtime)
+        backend = select_backend(config.runtime, interpreter_order(library) if config.runtime == "auto" else ())
     except ConfigError as exc:
         return [Check("probe", PROBLEM, str(exc))]
     digest = "sha256:" + hashlib.sha256(data).hexdigest()

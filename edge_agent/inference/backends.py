@@ -86,11 +86,12 @@ def import_backend(name: str) -> Backend:
 
 
 def select_backend(runtime: str, order: Sequence[str] = DEFAULT_ORDER) -> Backend:
-    """Import the interpreter package for ``runtime`` (``auto`` takes the first importable one of ``order``).
+    """Import the interpreter package for ``runtime`` (``auto``: the first importable one of ``order``,
+    then of the default order).
 
     Raises ConfigError naming the pip package to install when none is importable.
     """
-    names = list(order) if runtime == "auto" else [runtime]
+    names = [*order, *(n for n in DEFAULT_ORDER if n not in order)] if runtime == "auto" else [runtime]
     for name in names:
         try:
             return import_backend(name)

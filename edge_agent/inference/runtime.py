@@ -45,6 +45,7 @@ __all__ = [
     "Runtime",
     "TpuSettings",
     "delegate_library",
+    "interpreter_order",
     "open_runtime",
     "probe_compiled_model",
     "read_model",
@@ -236,7 +237,7 @@ def open_runtime(
             )
         log.info("using the compiled model %s for --device %s", sibling, device)
         path, data = sibling, read_model(sibling)
-    backend = select_backend(runtime, _backend_order(tpu.library_name) if runtime == "auto" else ())
+    backend = select_backend(runtime, interpreter_order(tpu.library_name) if runtime == "auto" else ())
     try:
         delegate = _probed_delegate(backend, path, data, device, tpu)
     except DelegateError as exc:
@@ -246,8 +247,9 @@ def open_runtime(
     return _build(backend, path, data, [delegate], threads, "edgetpu")
 
 
-def _backend_order(library: str) -> List[str]:
-    """Installed interpreters, the one known to work with ``library`` first (see pairings)."""
+def interpreter_order(library: str) -> List[str]:
+    """Installed interpreters for ``--runtime auto`` with a compiled model: the one known to work
+    with ``library`` (a libedgetpu name or path) first, see :mod:`edge_agent.inference.pairings`."""
     lib = pairings.describe_libedgetpu(pairings.dpkg_libedgetpu(), pairings.library_version(library))
     order = pairings.backend_order(lib, installed_backends())
     log.debug("interpreter order for %s: %s", lib.label, order)
@@ -290,7 +292,7 @@ def probe_compiled_model(
     path = Path(compiled)
     try:
         data = read_model(path)
-        backend = select_backend(runtime, _backend_order(tpu.library_name) if runtime == "auto" else ())
+        backend = select_backend(runtime, interpreter_order(tpu.library_name) if runtime == "auto" else ())
         _probed_delegate(backend, path, data, "auto" if device == "cpu" else device, tpu, load=False)
     except (DelegateError, ModelError, ConfigError) as exc:
         return str(exc)
