@@ -6,11 +6,18 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 MODEL ?=
 ARGS ?=
+# install-device: where the agent goes on a device (see scripts/install-device.sh)
+PREFIX ?= /opt/edge-agent
+BINDIR ?= /usr/local/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+UDEVDIR ?= /etc/udev/rules.d
+SERVICE ?= yes
 # Debian packages the tests need; installed with apt-get when missing and run as root.
-SYSTEM_PACKAGES := mosquitto docker-registry skopeo
+SYSTEM_PACKAGES := mosquitto docker-registry skopeo systemd
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-dev system-deps demo test test-fast lint format bench compile models clean
+.PHONY: help venv venv-dev system-deps demo test test-fast lint format bench compile models install-device clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,7 +38,7 @@ venv: $(VENV)/.base ## create the virtualenv with the agent only (no TensorFlow)
 
 venv-dev: $(VENV)/.dev ## the virtualenv with the compiler, registry and test extras
 
-system-deps: ## install Mosquitto, the CNCF registry and skopeo with apt-get when missing (needs root)
+system-deps: ## install Mosquitto, the CNCF registry, skopeo and systemd-analyze with apt-get when missing (needs root)
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 demo: $(VENV)/.base ## classify the bundled sample images with the bundled model (and publish to MQTT)
@@ -62,6 +69,10 @@ compile: $(VENV)/.dev ## quantize/check/compile a model: make compile MODEL=path
 
 models: $(VENV)/.base ## download Google's MobileNet v2 Edge TPU model and labels (needs internet; never used by tests)
 	$(PY) scripts/download_models.py
+
+install-device: ## on a device: venv in /opt/edge-agent, /usr/local/bin/edge-agent, systemd unit, udev rule (sudo)
+	PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" SYSCONFDIR="$(SYSCONFDIR)" UNITDIR="$(UNITDIR)" UDEVDIR="$(UDEVDIR)" \
+	SERVICE="$(SERVICE)" PYTHON="$(PYTHON)" bash scripts/install-device.sh
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache

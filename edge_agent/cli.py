@@ -18,7 +18,7 @@ import click
 from edge_agent.bundled import demo_images, demo_model
 from edge_agent.capture.commands import captures
 from edge_agent.capture.options import capture_options
-from edge_agent.config import RUNTIMES
+from edge_agent.config import RESIZE_MODES, RUNTIMES
 from edge_agent.errors import EdgeAgentError
 from edge_agent.options import load_cli_config, publish_options
 from release_contract.exits import MappedErrorsGroup, UserError
@@ -124,6 +124,12 @@ def _print_jsonl(result: Any) -> None:
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio when resizing (pad with black).")
 @click.option(
+    "--resize",
+    type=click.Choice(RESIZE_MODES),
+    default=None,
+    help="fast: OpenCV bilinear (default); coral: Pillow Lanczos, identical scores to Coral's classify_image.py.",
+)
+@click.option(
     "--max-pixels",
     type=click.IntRange(1),
     default=24_000_000,
@@ -148,6 +154,7 @@ def classify(
     mean: Optional[float],
     std: Optional[float],
     keep_aspect: bool,
+    resize: Optional[str],
     max_pixels: int,
     device_id: Optional[str],
     publish: Dict[str, Any],
@@ -181,6 +188,7 @@ def classify(
         "mean": mean,
         "std": std,
         "keep_aspect": keep_aspect or None,
+        "resize": resize,
         "max_pixels": max_pixels,
         "device_id": device_id,
         "capture": capture,
@@ -215,6 +223,7 @@ def classify(
 @click.option("--mean", type=float, default=None, help="Pixel mean the model expects (with --std).")
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, default=None, help="Keep the aspect ratio when resizing (pad).")
+@click.option("--resize", type=click.Choice(RESIZE_MODES), default=None, help="fast (default) or coral (Lanczos).")
 @publish_options
 @capture_options
 def run(
@@ -229,6 +238,7 @@ def run(
     mean: Optional[float],
     std: Optional[float],
     keep_aspect: Optional[bool],
+    resize: Optional[str],
     publish: Dict[str, Any],
     capture: Dict[str, Any],
 ) -> None:
@@ -258,6 +268,7 @@ def run(
         "std": std,
         "keep_aspect": keep_aspect,
         "capture": capture,
+        "resize": resize,
     }
     run_agent(load_cli_config(config_path, flags))
 
@@ -273,7 +284,7 @@ def devices() -> None:
     from edge_agent.inference.devices import find_edgetpus, pycoral_devices
     from edge_agent.inference.runtime import delegate_library, runtime_version
 
-    version = runtime_version()
+    version = runtime_version(load_cli_config(None, {}).edgetpu_library)
     click.echo(f"Edge TPU runtime: {version or 'not installed (' + delegate_library() + ' not found)'}")
     found = find_edgetpus()
     coral = pycoral_devices()
@@ -288,3 +299,40 @@ def devices() -> None:
 
 
 main.add_command(captures)
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--model", "-m", type=click.Path(path_type=Path), default=None, help="Model to probe (default: config).")
+@click.option("--device", "-d", default=None, help="auto, cpu, usb, usb:N, pci, pci:N or :N (default: config).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+@click.option("--sys-root", type=click.Path(path_type=Path), default=Path("/sys"), hidden=True)
+@click.option("--dev-root", type=click.Path(path_type=Path), default=Path("/dev"), hidden=True)
+def doctor(
+    config_path: Optional[Path],
+    model: Optional[Path],
+    device: Optional[str],
+    as_json: bool,
+    sys_root: Path,
+    dev_root: Path,
+) -> None:
+    """Say why the Edge TPU is or is not used: each check is OK or a problem with its fix.
+
+    Exits 0 only when the configured path works (the TPU, or the CPU when asked for).
+
+    \b
+    Examples:
+      edge-agent doctor
+      edge-agent doctor -m models/mobilenet_v2_1.0_224_quant_edgetpu.tflite --json
+    """
+    from edge_agent.doctor import run_doctor
+
+    config = load_cli_config(config_path, {"model": model, "device": device})
+    report = run_doctor(config, sys_root, dev_root)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.ok:
+        raise UserError(report.summary())

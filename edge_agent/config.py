@@ -45,6 +45,8 @@ _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 #: Interpreter packages (``--runtime``); ``auto`` takes the first importable one, in this order.
 RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow")
+#: ``--resize``: fast = OpenCV bilinear (TensorFlow's default); coral = Pillow Lanczos, as Coral's examples
+RESIZE_MODES = ("fast", "coral")
 _DEVICE_RE = re.compile(r"auto|cpu|usb(:\d+)?|pci(:\d+)?|:\d+")
 
 
@@ -81,6 +83,10 @@ class Config:
     device_id: str = field(default_factory=default_device_id)
     device: str = "auto"  # auto, cpu, usb, usb:N, pci, pci:N or :N (as `edge-agent classify --device`)
     runtime: str = "auto"  # interpreter package: auto, litert, tflite-runtime
+    edgetpu_library: Optional[str] = None  # libedgetpu to load (path or name); None = libedgetpu.so.1
+    probe_timeout: float = 30.0  # seconds the child probe of the Edge TPU delegate may take
+    probe_cache: bool = True  # remember probe verdicts per (runtime, interpreter, model) in the state dir
+    resize: str = "fast"  # fast (OpenCV bilinear) or coral (Pillow Lanczos, as Coral's classify_image.py)
     threads: int = 2  # CPU interpreter threads
     top_k: int = 3
     threshold: float = 0.0  # leave out classes scoring below this
@@ -111,6 +117,10 @@ class Config:
         validate_device(self.device)
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        if not math.isfinite(self.probe_timeout) or self.probe_timeout <= 0:
+            raise ConfigError(f"probe_timeout must be a positive number of seconds, got {self.probe_timeout}")
         if not math.isfinite(self.max_fps) or self.max_fps < 0:
             raise ConfigError(f"max_fps must be a number >= 0, got {self.max_fps}")
         if (self.mean is None) != (self.std is None):
@@ -137,6 +147,11 @@ class Config:
         """The state directory (``load_config`` fills in the default)."""
         assert self.state_dir is not None, "load_config() fills state_dir"
         return self.state_dir
+
+    @property
+    def probe_cache_path(self) -> Optional[Path]:
+        """Where Edge TPU probe verdicts are cached (None when ``probe_cache`` is off)."""
+        return self.state_path / "probe-cache.json" if self.probe_cache else None
 
     @property
     def outbox_path(self) -> Path:

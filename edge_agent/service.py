@@ -31,6 +31,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.inference.classifier import Classifier, build_classifier
 from edge_agent.inference.loop import FrameLoop, LoopStats
 from edge_agent.inference.preprocess import Normalization
+from edge_agent.inference.runtime import TpuSettings
 from edge_agent.inference.sources import Source, open_source
 from edge_agent.publishing.session import PublishingSession, Sink, model_announcement
 from edge_agent.publishing.stats import Stats
@@ -94,7 +95,14 @@ def open_classifier(
         name=name,
         version=version,
         max_memory_mb=config.max_model_memory_mb,
+        resize=config.resize,
+        tpu=tpu_settings(config),
     )
+
+
+def tpu_settings(config: Config) -> TpuSettings:
+    """Which libedgetpu to load and how to probe it, as ``config`` says."""
+    return TpuSettings(config.edgetpu_library, config.probe_timeout, config.probe_cache_path)
 
 
 def release_opener(config: Config) -> Callable[[ActiveRelease], Classifier]:
@@ -128,7 +136,7 @@ def _start_updates(config: Config, session: Optional[PublishingSession], classif
         raise ConfigError("updates.enabled needs a classifier to update and mqtt.url to hear rollouts on")
     from edge_agent.updating.agent import AgentUpdates  # only when updates are on: it loads the contract
 
-    return AgentUpdates(config, session, classifier, release_opener(config)).start()
+    return AgentUpdates(config, session, classifier, release_opener(config), tpu_settings(config)).start()
 
 
 def run_service(

@@ -16,13 +16,24 @@ def test_agent_dockerfile_passes_hadolint() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_agent_image_installs_libedgetpu_from_googles_repository_and_runs_the_service() -> None:
+def test_agent_image_ships_a_known_good_runtime_pair_and_runs_the_service() -> None:
     text = DOCKERFILE.read_text()
     assert "FROM python:3.11-slim-bookworm" in text
-    assert "coral-edgetpu-stable main" in text and "libedgetpu1-std" in text
+    assert "ARG TF_VERSION=2.17.1" in text and "ARG LIBEDGETPU_VERSION=16.0tf2.17.1-1" in text
+    assert "libedgetpu1-std_${LIBEDGETPU_VERSION}.bookworm_${TARGETARCH}.deb" in text
+    assert "tflite_runtime-${TF_VERSION}-cp311-cp311-linux_aarch64.whl" in text
+    assert "tflite_runtime-${TF_VERSION}-cp311-cp311-linux_x86_64.whl" in text
+    assert "coral-edgetpu-stable" not in text  # the stock TF 2.5 build crashes in TFLite > 2.11
     assert 'ENTRYPOINT ["edge-agent"]' in text and 'CMD ["run"]' in text
     pip_lines = [line for line in text.splitlines() if "pip install" in line]
     assert pip_lines and not any("[" in line or "tensorflow" in line for line in pip_lines), "agent only, no extras"
+
+
+def test_the_image_pair_is_one_the_known_good_table_says_works() -> None:
+    from edge_agent.inference.pairings import WORKS, describe_libedgetpu, verdict
+
+    lib = describe_libedgetpu("libedgetpu1-std=16.0tf2.17.1-1", None)
+    assert verdict(lib, "tflite-runtime", "2.17.1")[0] == WORKS
 
 
 def test_usb_passthrough_for_both_accelerator_ids_is_documented() -> None:

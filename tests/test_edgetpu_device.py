@@ -1,6 +1,7 @@
 """Tests that need a physical Coral Edge TPU: deselected by default (see pyproject's addopts).
 
-On a device with the runtime (libedgetpu1-std) and an Accelerator attached:
+On a device with a matched runtime pair (README, "Support matrix") and an Accelerator attached
+(docs/hardware.md is the whole runbook):
 
     make models                                  # Google's MobileNet v2, compiled + CPU twin
     .venv/bin/python -m pytest -m edgetpu tests/test_edgetpu_device.py
@@ -44,3 +45,10 @@ def test_compiled_model_runs_on_the_edgetpu():
     result = classifier.classify(Frame(image, "digit_3_0.png", 0, 0.0))
     assert result.backend == "edgetpu" and len(result.top_k) == 3
     assert result.inference_ms < 1000
+
+
+def test_doctor_finds_the_configured_path_working():
+    assert COMPILED.exists(), "run `make models` first"
+    result = CliRunner().invoke(main, ["doctor", "-m", str(COMPILED)])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("OK      probe:") for line in result.stdout.splitlines())

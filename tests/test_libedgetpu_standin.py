@@ -15,11 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict
 
 import numpy as np
 import pytest
-from helpers import edgetpu_model, standin
+from helpers import standin
 
 pytest.importorskip("ai_edge_litert.interpreter")
 from ai_edge_litert.interpreter import Interpreter, load_delegate  # noqa: E402
@@ -43,26 +43,6 @@ print("invoked", flush=True)
 
 # Markers the child prints before the stage that misbehaves, and the first it must not reach.
 REACHED = {"create": ("loading", "created"), "prepare": ("created", "applied"), "invoke": ("applied", "invoked")}
-
-
-@pytest.fixture(scope="session")
-def standin_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return standin.build(tmp_path_factory.mktemp("libedgetpu"))
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return edgetpu_model.write(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture
-def standin_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Dict[str, str]]:
-    """Clears inherited EDGETPU_STANDIN_* and gives a log path; returns the dict to fill."""
-    for key in list(os.environ):
-        if key.startswith("EDGETPU_STANDIN_"):
-            monkeypatch.delenv(key)
-    env: Dict[str, str] = {"EDGETPU_STANDIN_LOG": str(tmp_path / "standin.log")}
-    yield env
 
 
 def _apply(monkeypatch: pytest.MonkeyPatch, env: Dict[str, str]) -> None:

@@ -19,7 +19,7 @@ def test_labels_with_ids_and_plain_lines(tmp_path: Path):
     assert load_labels(a) == {0: "background", 1: "tench, Tinca tinca", 3: "goldfish"}
     b = tmp_path / "b.txt"
     b.write_text("\ufeffcat\n\ndog\n")
-    assert load_labels(b) == {0: "cat", 1: "dog"}
+    assert load_labels(b) == {0: "cat", 2: "dog"}  # the blank line keeps its row, as pycoral counts
     with pytest.raises(ModelError, match="labels file not found"):
         load_labels(tmp_path / "none.txt")
 

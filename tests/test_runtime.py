@@ -11,6 +11,7 @@ import pytest
 
 from edge_agent.errors import ConfigError, DelegateError, ModelError
 from edge_agent.inference.runtime import (
+    TpuSettings,
     delegate_library,
     open_runtime,
     runtime_version,
@@ -20,6 +21,9 @@ from release_contract.models import cpu_twin, is_edgetpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "digits_int8.tflite"
+MISSING = ROOT / "tests" / "no-libedgetpu" / "libedgetpu.so.1"
+#: no Edge TPU runtime, even on a machine that has one
+NO_TPU = TpuSettings(library=str(MISSING))
 
 
 @pytest.fixture
@@ -32,26 +36,26 @@ def compiled_pair(tmp_path: Path) -> Path:
     return compiled
 
 
-def test_this_machine_has_no_edgetpu_runtime():
-    assert runtime_version() is None
+def test_a_missing_runtime_library_has_no_version():
+    assert runtime_version(str(MISSING)) is None
     assert delegate_library() == "libedgetpu.so.1"
 
 
 def test_compiled_model_falls_back_to_its_cpu_twin_with_one_warning(compiled_pair: Path, caplog):
     with caplog.at_level(logging.WARNING):
-        rt = open_runtime(compiled_pair, device="auto")
+        rt = open_runtime(compiled_pair, device="auto", tpu=NO_TPU)
     assert rt.backend == "cpu"
     assert rt.model_path == compiled_pair.with_name("digits.tflite")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "Edge TPU runtime not found (libedgetpu.so.1)" in warnings[0]
+    assert f"Edge TPU runtime not found ({MISSING})" in warnings[0]
     assert "running the CPU model digits.tflite instead" in warnings[0]
 
 
 def test_delegate_failure_is_the_real_oserror_translated(compiled_pair: Path):
     with pytest.raises(DelegateError) as info:
-        open_runtime(compiled_pair, device="usb")
-    assert "install libedgetpu1-std" in str(info.value)
+        open_runtime(compiled_pair, device="usb", tpu=NO_TPU)
+    assert "install a libedgetpu that matches the interpreter" in str(info.value)
     assert isinstance(info.value.__cause__, OSError)
     assert "libedgetpu.so.1" in str(info.value.__cause__)
 
@@ -59,22 +63,22 @@ def test_delegate_failure_is_the_real_oserror_translated(compiled_pair: Path):
 # LiteRT's Delegate.__del__ raises on a half-built object when the library is missing: the
 # reason runtime.load_edgetpu_delegate dlopens the library itself first.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_raw_load_delegate_raises_oserror_on_this_machine():
+def test_raw_load_delegate_raises_oserror_for_a_missing_library():
     backend = select_backend("litert")
     with pytest.raises((OSError, ValueError)):
-        backend.load_delegate(delegate_library(), {"device": "usb"})
+        backend.load_delegate(str(MISSING), {"device": "usb"})
 
 
 @pytest.mark.parametrize("device", ["usb", "usb:0", "pci", "pci:1", ":0"])
 def test_a_tpu_asked_for_by_name_never_falls_back(compiled_pair: Path, device: str):
     with pytest.raises(DelegateError):
-        open_runtime(compiled_pair, device=device)
+        open_runtime(compiled_pair, device=device, tpu=NO_TPU)
 
 
 def test_compiled_model_without_cpu_twin_is_an_error(compiled_pair: Path):
     compiled_pair.with_name("digits.tflite").unlink()
     with pytest.raises(ModelError, match="no CPU model digits.tflite beside it"):
-        open_runtime(compiled_pair)
+        open_runtime(compiled_pair, tpu=NO_TPU)
 
 
 def test_device_cpu_uses_the_cpu_twin_of_a_compiled_model(compiled_pair: Path):
@@ -85,7 +89,7 @@ def test_device_cpu_uses_the_cpu_twin_of_a_compiled_model(compiled_pair: Path):
 def test_plain_model_with_a_tpu_device_switches_to_its_compiled_sibling_and_needs_the_tpu(compiled_pair: Path, caplog):
     caplog.set_level(logging.INFO, logger="edge_agent.inference.runtime")
     with pytest.raises(DelegateError):  # no Edge TPU here: the sibling needs the delegate, no CPU fallback
-        open_runtime(compiled_pair.with_name("digits.tflite"), device="usb")
+        open_runtime(compiled_pair.with_name("digits.tflite"), device="usb", tpu=NO_TPU)
     assert f"using the compiled model {compiled_pair}" in caplog.text
 
 

@@ -10,28 +10,35 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from edge_agent.bundled import bundled
+from edge_agent.errors import DelegateError
 from edge_agent.inference.labels import check_labels, load_labels
 from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB
 from edge_agent.inference.postprocess import dequantize, top_k
 from edge_agent.inference.preprocess import Normalization, preprocess
 from edge_agent.inference.result import Classification, ModelInfo
-from edge_agent.inference.runtime import Runtime, open_runtime
+from edge_agent.inference.runtime import Runtime, TpuSettings, open_runtime
 from edge_agent.inference.sources import Frame
-from release_contract.models import model_stem
+from release_contract.models import cpu_twin, model_stem
 
 log = logging.getLogger(__name__)
+
+#: Opens the CPU twin of a runtime whose Edge TPU stopped working (``--device auto`` only).
+CpuFallback = Callable[[Runtime], Runtime]
 
 
 class Classifier:
     """A runtime plus everything needed to turn a frame into a :class:`Classification`.
 
     ``swap()`` replaces the runtime (for a model update) between two inferences;
-    it is safe to call from another thread.
+    it is safe to call from another thread. When an Edge TPU inference fails (the
+    Accelerator was unplugged or reset), ``cpu_fallback`` (given in ``--device auto``)
+    opens the CPU twin and the frame is classified there; without it the failure is a
+    :class:`~edge_agent.errors.DelegateError`, so a service exits and is restarted.
     """
 
     def __init__(
@@ -45,8 +52,12 @@ class Classifier:
         k: int = 3,
         threshold: float = 0.0,
         labels_path: Optional[Path] = None,
+        resize: str = "fast",
+        cpu_fallback: Optional[CpuFallback] = None,
     ) -> None:
         self.device_id = device_id
+        self.resize = resize
+        self.cpu_fallback = cpu_fallback
         self.norm = norm or Normalization()
         self.keep_aspect = keep_aspect
         self.k = k
@@ -73,7 +84,7 @@ class Classifier:
         """Pre-process an RGB image for the current model; returns (tensor, input spec used)."""
         spec = self.input_spec()
         size, channels, dtype, quant = spec
-        return preprocess(image, size, channels, dtype, quant, self.norm, self.keep_aspect), spec
+        return preprocess(image, size, channels, dtype, quant, self.norm, self.keep_aspect, self.resize), spec
 
     def classify(
         self,
@@ -90,7 +101,12 @@ class Classifier:
                 tensor, _ = self.prepare(frame.image)
                 preprocess_ms = (time.perf_counter() - t0) * 1000
             t1 = time.perf_counter()
-            raw = runtime.invoke(tensor)
+            try:
+                raw = runtime.invoke(tensor)
+            except (RuntimeError, ValueError) as exc:
+                runtime = self._leave_edgetpu(runtime, exc)
+                tensor, _ = self.prepare(frame.image)
+                raw = runtime.invoke(tensor)
             t2 = time.perf_counter()
         classes = top_k(dequantize(raw, runtime.output_quant), self.k, self.threshold, labels)
         inference_ms = (t2 - t1) * 1000
@@ -108,6 +124,21 @@ class Classifier:
             top_k=classes,
             frame_ref=frame,
         )
+
+    def _leave_edgetpu(self, runtime: Runtime, exc: Exception) -> Runtime:
+        """After a failed Edge TPU inference: the CPU twin (auto), else DelegateError. Lock held."""
+        if runtime.backend != "edgetpu":
+            raise exc
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if self.cpu_fallback is None:
+            raise DelegateError(
+                f"Edge TPU inference failed ({reason}): the Accelerator was unplugged or reset; "
+                "stopping (a service restarts); --device auto would go on with the CPU twin"
+            ) from exc
+        cpu = self.cpu_fallback(runtime)
+        log.warning("Edge TPU inference failed (%s); going on with the CPU model %s", reason, cpu.model_path.name)
+        self.runtime = cpu
+        return cpu
 
 
 def model_info(runtime: Runtime, name: Optional[str] = None, version: str = "local") -> ModelInfo:
@@ -139,12 +170,29 @@ def build_classifier(
     name: Optional[str] = None,
     version: str = "local",
     max_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
+    resize: str = "fast",
+    tpu: Optional[TpuSettings] = None,
 ) -> Classifier:
     """Open the model (Edge TPU or CPU, see :func:`edge_agent.inference.runtime.open_runtime`) and its labels.
 
-    Raises ModelError (also for a model needing more than ``max_memory_mb`` MiB), DelegateError or ConfigError.
+    ``resize``: ``fast`` or ``coral`` (see :func:`edge_agent.inference.preprocess.resize`);
+    ``tpu``: which libedgetpu and how to probe it. Raises ModelError (also for a model needing
+    more than ``max_memory_mb`` MiB), DelegateError or ConfigError.
     """
-    rt = open_runtime(Path(model), device=device, runtime=runtime, threads=threads, max_memory_mb=max_memory_mb)
+    rt = open_runtime(
+        Path(model), device=device, runtime=runtime, threads=threads, tpu=tpu, max_memory_mb=max_memory_mb
+    )
+
+    def cpu_fallback(failed: Runtime) -> Runtime:
+        twin = cpu_twin(failed.model_path)
+        if twin == failed.model_path or not twin.is_file():
+            raise DelegateError(
+                f"Edge TPU inference failed and there is no CPU model {twin.name} beside {failed.model_path.name}"
+            )
+        return open_runtime(
+            twin, device="cpu", runtime=failed.interpreter_name, threads=threads, max_memory_mb=max_memory_mb
+        )
+
     labels_path = labels or default_labels(Path(model))
     label_map = load_labels(labels_path) if labels_path else {}
     if labels_path is None:
@@ -159,4 +207,6 @@ def build_classifier(
         k=k,
         threshold=threshold,
         labels_path=labels_path,
+        resize=resize,
+        cpu_fallback=cpu_fallback if device == "auto" else None,
     )

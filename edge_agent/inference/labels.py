@@ -1,4 +1,11 @@
-"""Labels files: class id -> label, read the way the model's users write them."""
+"""Labels files: class id -> label, read exactly as pycoral's ``read_label_file`` numbers them.
+
+Each line is read on its own: ``<digits><colon or whitespace><label>`` gives that id;
+any other line takes its row number, counting every line of the file, blank ones
+included (so a blank line leaves its id unlabelled instead of shifting later ids).
+One difference, on purpose: a line without an id keeps its whole text as the label
+(pycoral keeps only the first word, so ``great white shark`` would read ``great``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,20 @@ from release_contract.files import open_regular
 log = logging.getLogger(__name__)
 
 MAX_LABELS_BYTES = 16 * 1024 * 1024
-_LABEL_LINE = re.compile(r"^\s*(\d+)[\s:,]+(.*\S)\s*$")
+_SEPARATOR = re.compile(r"[:\s]+")
+
+
+def parse_labels(text: str) -> Dict[int, str]:
+    """{class id: label} from a labels file's text (see the module docstring for the rules)."""
+    labels: Dict[int, str] = {}
+    for row, line in enumerate(text.split("\n")):
+        stripped = line.strip()
+        pair = _SEPARATOR.split(stripped, maxsplit=1)
+        if len(pair) == 2 and pair[0].isascii() and pair[0].isdigit():
+            labels[int(pair[0])] = pair[1].strip()
+        elif stripped:
+            labels[row] = stripped
+    return labels
 
 
 def load_labels(path: Path) -> Dict[int, str]:
@@ -32,11 +52,7 @@ def load_labels(path: Path) -> Dict[int, str]:
         raise ModelError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise ModelError(f"cannot read labels file {path}: not UTF-8 text ({exc.reason})") from exc
-    lines = [line for line in text.splitlines() if line.strip()]
-    matches = [_LABEL_LINE.match(line) for line in lines]
-    if lines and all(matches):
-        return {int(m.group(1)): m.group(2) for m in matches if m}
-    return {i: line.strip() for i, line in enumerate(lines)}
+    return parse_labels(text)
 
 
 def check_labels(labels: Dict[int, str], num_classes: int, path: Path) -> None:

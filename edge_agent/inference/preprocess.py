@@ -36,29 +36,36 @@ class Normalization:
             raise ConfigError("give both --mean and --std, or neither")
 
 
-def resize(image: np.ndarray, size: Tuple[int, int], keep_aspect: bool = False) -> np.ndarray:
-    """Resize an RGB uint8 image to ``size`` = (width, height), bilinear without antialiasing.
+def _scale(image: np.ndarray, size: Tuple[int, int], method: str) -> np.ndarray:
+    """``image`` scaled to ``size`` = (width, height): OpenCV bilinear (fast) or Pillow Lanczos (coral)."""
+    if method == "coral":
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.LANCZOS))
+    import cv2
 
-    That is what TensorFlow's ``tf.image.resize`` and Keras' ``Resizing`` layer do by
-    default, so it matches how most models were trained, and it costs a tenth of an
-    antialiased resize (it matters on a board whose cores also run the interpreter).
+    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)).reshape(size[1], size[0], -1)
+
+
+def resize(image: np.ndarray, size: Tuple[int, int], keep_aspect: bool = False, method: str = "fast") -> np.ndarray:
+    """Resize an RGB uint8 image to ``size`` = (width, height).
+
+    ``method="fast"`` (the default) is bilinear without antialiasing: what TensorFlow's
+    ``tf.image.resize`` and Keras' ``Resizing`` layer do by default, so it matches how
+    most models were trained, and it costs a tenth of an antialiased resize (it matters
+    on a board whose cores also run the interpreter). ``method="coral"`` is Pillow's
+    Lanczos, exactly as Coral's ``classify_image.py`` resizes, for identical scores.
     With ``keep_aspect`` the image is scaled to fit and padded with black at the
     right and bottom.
     """
-    import cv2
-
     width, height = size
     h, w = image.shape[:2]
     if (w, h) == (width, height):
         return image
     if not keep_aspect:
-        return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR))
+        return _scale(image, (width, height), method)
     scale = min(width / w, height / h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     canvas = np.zeros((height, width, image.shape[2]), dtype=np.uint8)
-    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR).reshape(
-        new_h, new_w, image.shape[2]
-    )
+    canvas[:new_h, :new_w] = _scale(image, (new_w, new_h), method).reshape(new_h, new_w, image.shape[2])
     return canvas
 
 
@@ -94,9 +101,13 @@ def preprocess(
     quant: Tuple[float, int],
     norm: Normalization,
     keep_aspect: bool = False,
+    method: str = "fast",
 ) -> np.ndarray:
-    """RGB uint8 image (H, W, 3) -> input tensor (1, height, width, channels) of ``dtype``."""
-    pixels = resize(image, size, keep_aspect)
+    """RGB uint8 image (H, W, 3) -> input tensor (1, height, width, channels) of ``dtype``.
+
+    ``method``: ``fast`` or ``coral``, see :func:`resize`.
+    """
+    pixels = resize(image, size, keep_aspect, method)
     if channels == 1:
         pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).convert("L"))[..., None]
     return quantize_input(pixels, dtype, quant, norm)[None]

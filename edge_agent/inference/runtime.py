@@ -10,30 +10,49 @@
   sibling exists;
 * asking for a TPU device explicitly (``usb``, ``pci:0``...) never falls back.
 
-Interpreter backends, in the order ``auto`` tries them: LiteRT (``ai_edge_litert``),
-``tflite_runtime`` (Coral's Debian packages), TensorFlow.
+Before the delegate is loaded in this process, :mod:`edge_agent.inference.probe` loads it
+and runs the compiled model once in a child process with a deadline: a runtime that
+crashes, hangs or refuses there becomes one line (and the CPU twin in ``auto`` mode)
+instead of a dead agent.
+
+Interpreter backends (:mod:`edge_agent.inference.backends`): ``auto`` takes LiteRT
+(``ai_edge_litert``), ``tflite_runtime``, TensorFlow, in that order for CPU models; for a
+compiled model it first prefers the one known to work with the installed libedgetpu
+(:mod:`edge_agent.inference.pairings`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import importlib
 import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edge_agent.config import RUNTIMES, validate_device
+from edge_agent.config import validate_device
 from edge_agent.errors import ConfigError, DelegateError, ModelError
+from edge_agent.inference import pairings
+from edge_agent.inference.backends import Backend, installed_backends, select_backend
 from edge_agent.inference.model_memory import DEFAULT_MAX_MODEL_MEMORY_MB, check_model_memory
+from edge_agent.inference.probe import DEFAULT_TIMEOUT_S, probe_delegate
 from release_contract.files import open_regular
 from release_contract.models import compiled_twin, cpu_twin, is_edgetpu_model, is_tflite
 
 log = logging.getLogger(__name__)
+__all__ = [
+    "Runtime",
+    "TpuSettings",
+    "delegate_library",
+    "interpreter_order",
+    "open_runtime",
+    "probe_compiled_model",
+    "read_model",
+    "select_backend",
+]
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 
@@ -74,55 +93,40 @@ def read_model(path: Path, max_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB) -> 
 
 
 @dataclass(frozen=True)
-class _Backend:
-    name: str
-    interpreter: Callable[..., Any]
-    load_delegate: Callable[..., Any]
+class TpuSettings:
+    """How to reach the Edge TPU runtime.
+
+    ``library``: the libedgetpu to load (a file path or a name the dynamic loader finds;
+    None = :func:`delegate_library`). ``probe_timeout``: seconds the child probe may take.
+    ``probe_cache``: JSON file of cached probe verdicts (None = probe every time).
+    """
+
+    library: Optional[str] = None
+    probe_timeout: float = DEFAULT_TIMEOUT_S
+    probe_cache: Optional[Path] = None
+
+    @property
+    def library_name(self) -> str:
+        """The library to load: ``library`` or the operating system's default name."""
+        return self.library or delegate_library()
 
 
-def _import_backend(name: str) -> _Backend:
-    if name == "litert":
-        mod = importlib.import_module("ai_edge_litert.interpreter")
-        return _Backend(name, mod.Interpreter, mod.load_delegate)
-    if name == "tflite-runtime":
-        mod = importlib.import_module("tflite_runtime.interpreter")
-        return _Backend(name, mod.Interpreter, mod.load_delegate)
-    if name == "tensorflow":
-        tf = importlib.import_module("tensorflow")
-        return _Backend(name, tf.lite.Interpreter, tf.lite.experimental.load_delegate)
-    raise ConfigError(f"invalid --runtime {name!r}: use one of {', '.join(RUNTIMES)}")
-
-
-def select_backend(runtime: str) -> _Backend:
-    """Import the interpreter package for ``runtime`` (``auto`` takes the first importable one)."""
-    names = ["litert", "tflite-runtime", "tensorflow"] if runtime == "auto" else [runtime]
-    for name in names:
-        try:
-            return _import_backend(name)
-        except ImportError:
-            continue
-    if runtime == "auto":
-        raise ConfigError("no TFLite interpreter installed: pip install ai-edge-litert")
-    package = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tensorflow": "tensorflow"}
-    raise ConfigError(f"--runtime {runtime} is not installed: pip install {package.get(runtime, runtime)}")
-
-
-def load_edgetpu_delegate(backend: _Backend, device: str) -> Any:
+def load_edgetpu_delegate(backend: Backend, device: str, library: Optional[str] = None) -> Any:
     """Load the Edge TPU delegate for ``device`` (``usb``, ``usb:0``, ``pci``, ``:0``; ``auto`` = any).
 
     Raises DelegateError with what to do when the runtime library is missing or no
     matching Edge TPU is attached.
     """
     options: Dict[str, str] = {} if device in ("auto", "") else {"device": device}
-    lib = delegate_library()
+    lib = library or delegate_library()
     try:
         # The same dlopen the interpreter's load_delegate does first. Doing it here gives
         # the real OSError without LiteRT's half-built Delegate printing a traceback later.
         ctypes.CDLL(lib)
     except OSError as exc:
         raise DelegateError(
-            f"Edge TPU runtime not found ({lib}): install libedgetpu1-std from Coral's apt repository "
-            "(see README, 'Running on a Coral')"
+            f"Edge TPU runtime not found ({lib}): install a libedgetpu that matches the interpreter "
+            "(see README, 'Support matrix'), then `edge-agent doctor`"
         ) from exc
     try:
         return backend.load_delegate(lib, options)
@@ -170,7 +174,7 @@ class Runtime:
         return np.asarray(self.interpreter.get_tensor(self.output_index)).reshape(-1).copy()
 
 
-def _build(backend: _Backend, path: Path, data: bytes, delegates: List[Any], threads: int, hw: str) -> Runtime:
+def _build(backend: Backend, path: Path, data: bytes, delegates: List[Any], threads: int, hw: str) -> Runtime:
     try:
         kwargs: Dict[str, Any] = {"model_content": data, "num_threads": threads}
         if delegates:
@@ -216,28 +220,29 @@ def open_runtime(
     device: str = "auto",
     runtime: str = "auto",
     threads: int = 2,
+    tpu: Optional[TpuSettings] = None,
     max_memory_mb: int = DEFAULT_MAX_MODEL_MEMORY_MB,
 ) -> Runtime:
     """Load ``model`` on the Edge TPU or the CPU following the rules in the module docstring.
 
-    A model whose tensors would need more than ``max_memory_mb`` MiB is refused before any
-    interpreter allocates them.
+    ``tpu`` says which libedgetpu to load and how to probe it (defaults: the system's
+    library, a 30 s probe, no cache). A model whose tensors would need more than
+    ``max_memory_mb`` MiB is refused before any interpreter allocates them.
 
     Raises ModelError (bad or unsuitable model), DelegateError (TPU asked for and not
     usable), ConfigError (bad device or runtime name).
     """
     validate_device(device)
-    backend = select_backend(runtime)
+    tpu = tpu or TpuSettings()
     path = Path(model)
     data = read_model(path, max_memory_mb)
     compiled = is_edgetpu_model(data)
-    if device == "cpu":
+    if device == "cpu" or (not compiled and device == "auto"):
+        backend = select_backend(runtime)
         if compiled:
             return _cpu_fallback(backend, path, threads, "--device cpu was asked for", max_memory_mb)
         return _build(backend, path, data, [], threads, "cpu")
     if not compiled:
-        if device == "auto":
-            return _build(backend, path, data, [], threads, "cpu")
         sibling = compiled_twin(path)
         if not sibling.exists():
             raise ModelError(
@@ -246,8 +251,9 @@ def open_runtime(
             )
         log.info("using the compiled model %s for --device %s", sibling, device)
         path, data = sibling, read_model(sibling, max_memory_mb)
+    backend = select_backend(runtime, interpreter_order(tpu.library_name) if runtime == "auto" else ())
     try:
-        delegate = load_edgetpu_delegate(backend, device)
+        delegate = _probed_delegate(backend, path, data, device, tpu)
     except DelegateError as exc:
         if device != "auto":
             raise
@@ -255,7 +261,59 @@ def open_runtime(
     return _build(backend, path, data, [delegate], threads, "edgetpu")
 
 
-def _cpu_fallback(backend: _Backend, compiled: Path, threads: int, reason: str, max_memory_mb: int) -> Runtime:
+def interpreter_order(library: str) -> List[str]:
+    """Installed interpreters for ``--runtime auto`` with a compiled model: the one known to work
+    with ``library`` (a libedgetpu name or path) first, see :mod:`edge_agent.inference.pairings`."""
+    lib = pairings.describe_libedgetpu(pairings.dpkg_libedgetpu(), pairings.library_version(library))
+    order = pairings.backend_order(lib, installed_backends())
+    log.debug("interpreter order for %s: %s", lib.label, order)
+    return order
+
+
+def _probed_delegate(
+    backend: Backend, path: Path, data: bytes, device: str, tpu: TpuSettings, load: bool = True
+) -> Any:
+    """The delegate, loaded in this process (``load``) only after the child probe ran the model with it."""
+    lib = tpu.library_name
+    library_file = pairings.library_path(lib)
+    if library_file is None:
+        return load_edgetpu_delegate(backend, device, lib)  # raises the "not found" DelegateError
+    verdict = probe_delegate(
+        lib,
+        library_file,
+        path,
+        "sha256:" + hashlib.sha256(data).hexdigest(),
+        device,
+        backend.name,
+        backend.label,
+        timeout=tpu.probe_timeout,
+        cache=tpu.probe_cache,
+    )
+    if not verdict.ok:
+        raise DelegateError(verdict.message())
+    return load_edgetpu_delegate(backend, device, lib) if load else None
+
+
+def probe_compiled_model(
+    compiled: Path, device: str = "auto", runtime: str = "auto", tpu: Optional[TpuSettings] = None
+) -> Optional[str]:
+    """Run the compiled model ``compiled`` once with the Edge TPU delegate in a child process.
+
+    Returns None when it ran, else one line saying why not (no runtime, crash, hang,
+    refusal). The model updater calls it before it activates a compiled model.
+    """
+    tpu = tpu or TpuSettings()
+    path = Path(compiled)
+    try:
+        data = read_model(path)
+        backend = select_backend(runtime, interpreter_order(tpu.library_name) if runtime == "auto" else ())
+        _probed_delegate(backend, path, data, "auto" if device == "cpu" else device, tpu, load=False)
+    except (DelegateError, ModelError, ConfigError) as exc:
+        return str(exc)
+    return None
+
+
+def _cpu_fallback(backend: Backend, compiled: Path, threads: int, reason: str, max_memory_mb: int) -> Runtime:
     cpu = cpu_twin(compiled)
     if cpu == compiled or not cpu.exists():
         raise ModelError(
@@ -265,16 +323,6 @@ def _cpu_fallback(backend: _Backend, compiled: Path, threads: int, reason: str, 
     return _build(backend, cpu, read_model(cpu, max_memory_mb), [], threads, "cpu")
 
 
-def runtime_version() -> Optional[str]:
-    """Version string of the installed Edge TPU runtime, or None when it is not installed."""
-    try:
-        lib = ctypes.CDLL(delegate_library())
-    except OSError:
-        return None
-    try:
-        fn = lib.edgetpu_version
-    except AttributeError:
-        return "unknown"
-    fn.restype = ctypes.c_char_p
-    raw = fn()
-    return raw.decode(errors="replace") if raw else "unknown"
+def runtime_version(library: Optional[str] = None) -> Optional[str]:
+    """``edgetpu_version()`` of the Edge TPU runtime, or None when it is not installed."""
+    return pairings.library_version(library or delegate_library())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from edge_agent.config import Config
 from edge_agent.errors import ConfigError
 from edge_agent.inference.classifier import Classifier
+from edge_agent.inference.runtime import TpuSettings, probe_compiled_model
 from edge_agent.inference.sources import Frame
 from edge_agent.publishing.session import model_announcement
 from edge_agent.updating.state import ActiveRelease
@@ -69,9 +71,15 @@ class AgentUpdates:
     """
 
     def __init__(
-        self, config: Config, session: ModelAnnouncer, classifier: Classifier, open_release: OpenRelease
+        self,
+        config: Config,
+        session: ModelAnnouncer,
+        classifier: Classifier,
+        open_release: OpenRelease,
+        tpu: Optional[TpuSettings] = None,
     ) -> None:
         self._open_release = open_release
+        self._tpu = tpu or TpuSettings()
         updates = config.updates
         self.config = config
         self.updates = updates
@@ -113,6 +121,8 @@ class AgentUpdates:
             download_timeout=self.updates.download_timeout,
             login=self.updates.registry_login(),
             max_model_memory_mb=self.config.max_model_memory_mb,
+            probe=self._probe,
+            require_tpu=self.config.device not in ("auto", "cpu"),
         )
         release = self.updater.start()
         if release is not None and not self._activate(release):
@@ -135,6 +145,12 @@ class AgentUpdates:
         """Stop the updater's worker (after the command in progress)."""
         if self.updater is not None:
             self.updater.close()
+
+    def _probe(self, compiled: Path) -> Optional[str]:
+        """The Edge TPU probe of a release's compiled model: None when it ran, else why not."""
+        if self.config.device == "cpu":
+            return None
+        return probe_compiled_model(compiled, self.config.device, self.config.runtime, self._tpu)
 
     def _announce(self, msg: Dict[str, Any]) -> None:
         model = self.classifier.model

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 5.0
 StatusSink = Callable[[Dict[str, Any]], None]
 Activate = Callable[[Optional[ActiveRelease]], bool]
+#: Probes a compiled model with the Edge TPU delegate in a child process: None when it ran,
+#: else the one-line reason (see edge_agent.inference.probe).
+ProbeCompiled = Callable[[Path], Optional[str]]
 
 
 class Updater:
@@ -64,6 +67,9 @@ class Updater:
     are checked against; ``warning_interval`` is how often one kind of refused command
     is logged and reported (the others are counted). Commands are admitted by a
     :class:`~edge_agent.updating.admission.CommandGate`. Public methods are thread-safe.
+    ``probe`` runs a release's compiled model with the Edge TPU delegate in a child before it
+    is activated: when it fails, the release is rejected if ``require_tpu`` (a TPU asked for
+    by name), else it is activated on its CPU model.
     """
 
     def __init__(
@@ -85,10 +91,14 @@ class Updater:
         on_step: Optional[Callable[[str], None]] = None,
         clock: Callable[[], float] = time.time,
         warning_interval: float = 60.0,
+        probe: Optional[ProbeCompiled] = None,
+        require_tpu: bool = False,
     ) -> None:
         self.state = ReleaseState(Path(state_dir), trusted_keys)
         self.gate = CommandGate(self.state, trusted_keys, device_id, fleet, clock=clock)
         self._warn = RateLimitedWarning(log, warning_interval)
+        self._probe = probe
+        self.require_tpu = require_tpu
         self.trusted = trusted_keys
         self.device_id = device_id
         self.fleet = fleet
@@ -256,6 +266,13 @@ class Updater:
         except UpdateError as exc:
             shutil.rmtree(release.directory, ignore_errors=True)
             return self._status("rejected", command, str(exc))
+        if release.edgetpu_model is not None and self._probe is not None:
+            reason = self._probe(release.edgetpu_model)
+            if reason is not None and self.require_tpu:
+                shutil.rmtree(release.directory, ignore_errors=True)
+                return self._status("rejected", command, f"Edge TPU probe failed: {reason}")
+            if reason is not None:
+                log.warning("%s:%s will run on its CPU model: %s", command.name, command.version, reason)
         self._step("swap")
         self._status("activating", command)
         with self._lock:
