@@ -11,19 +11,19 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import click
 
-from edge_agent.bundled import demo_images, demo_model
+from edge_agent.bundled import demo_model
 from edge_agent.config import RUNTIMES
 from edge_agent.errors import EdgeAgentError
-from edge_agent.options import load_cli_config, publish_options
+from edge_agent.input_config import input_from_spec
+from edge_agent.options import load_cli_config, publish_options, stream_options
 from release_contract.exits import MappedErrorsGroup, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MODEL = demo_model()
-DEFAULT_INPUT = demo_images()
 
 
 class AgentGroup(MappedErrorsGroup):
@@ -85,10 +85,11 @@ def _print_jsonl(result: Any) -> None:
 @click.option(
     "--input",
     "-i",
-    "input_spec",
-    default=str(DEFAULT_INPUT),
+    "input_specs",
+    multiple=True,
     show_default="bundled sample images",
-    help="Image, directory, glob, video file, cam / cam:N / /dev/videoN, or rtsp:// / http(s):// URL.",
+    help="Image, directory, glob, video file, cam / cam:N / /dev/videoN, or rtsp:// / http(s):// URL. "
+    "Repeat for several sources, classified in turn; NAME=URL names one.",
 )
 @click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=3, show_default=True)
 @click.option(
@@ -129,11 +130,12 @@ def _print_jsonl(result: Any) -> None:
     help="Refuse images larger than this (decompression bombs).",
 )
 @click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
+@stream_options
 @publish_options
 def classify(
     model: Path,
     labels: Optional[Path],
-    input_spec: str,
+    input_specs: Tuple[str, ...],
     top_k: int,
     threshold: float,
     count: Optional[int],
@@ -147,9 +149,10 @@ def classify(
     keep_aspect: bool,
     max_pixels: int,
     device_id: Optional[str],
+    streams: Dict[str, Any],
     publish: Dict[str, Any],
 ) -> None:
-    """Classify an image, a folder, a video, a camera or a stream.
+    """Classify an image, a folder, a video, cameras or streams.
 
     \b
     Examples:
@@ -158,6 +161,7 @@ def classify(
       edge-agent classify -i 'photos/*.jpg' -o jsonl > results.jsonl
       edge-agent classify -i cam:0 --fps 5
       edge-agent classify -i rtsp://user:pass@10.0.0.5/stream --device usb
+      edge-agent classify -i front=rtsp://10.0.0.5/s -i back=http://10.0.0.6/video.mjpg -n 100
       edge-agent classify -i cam:0 --mqtt mqtt://localhost:1883 --only-on-change
       EDGE_AGENT_MQTT_PASSWORD=... edge-agent classify --mqtt mqtts://broker:8883 --mqtt-user cam1
     """
@@ -165,9 +169,10 @@ def classify(
 
     flags = {
         **publish,
+        **streams,
         "model": model,
         "labels": labels,
-        "input": input_spec,
+        "inputs": [input_from_spec(spec) for spec in input_specs] or None,
         "top_k": top_k,
         "threshold": threshold,
         "max_fps": fps,
@@ -187,6 +192,8 @@ def classify(
     elif output == "jsonl":
         sinks.append(_print_jsonl)
     stats = run_pipeline(config, sinks=sinks, count=count, flush_timeout=5.0)
+    if stats.failed:
+        raise UserError(f"input(s) failed: {', '.join(stats.failed)} (see the errors above)")
     if stats.skipped:
         raise UserError(f"{stats.skipped} input(s) could not be read (see warnings above)")
 
@@ -202,7 +209,14 @@ def classify(
 )
 @click.option("--model", "-m", type=click.Path(path_type=Path), default=None, help="Model (default: bundled demo).")
 @click.option("--labels", "-l", type=click.Path(path_type=Path), default=None, help="Labels file.")
-@click.option("--input", "-i", "input_spec", default=None, help="Image, directory, video, cam:N or rtsp:// URL.")
+@click.option(
+    "--input",
+    "-i",
+    "input_specs",
+    multiple=True,
+    help="Image, directory, video, cam:N or rtsp:// URL; repeat for several, NAME=URL names one "
+    "(replaces the config's inputs).",
+)
 @click.option("--device-id", default=None, help="Device id in topics and results (default: the hostname).")
 @click.option("--device", "-d", default=None, help="auto, cpu, usb, usb:N, pci, pci:N or :N (default auto).")
 @click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=None, help="Classes per result (default 3).")
@@ -210,12 +224,13 @@ def classify(
 @click.option("--mean", type=float, default=None, help="Pixel mean the model expects (with --std).")
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, default=None, help="Keep the aspect ratio when resizing (pad).")
+@stream_options
 @publish_options
 def run(
     config_path: Optional[Path],
     model: Optional[Path],
     labels: Optional[Path],
-    input_spec: Optional[str],
+    input_specs: Tuple[str, ...],
     device_id: Optional[str],
     device: Optional[str],
     top_k: Optional[int],
@@ -223,6 +238,7 @@ def run(
     mean: Optional[float],
     std: Optional[float],
     keep_aspect: Optional[bool],
+    streams: Dict[str, Any],
     publish: Dict[str, Any],
 ) -> None:
     """Run as a service: classify and publish to MQTT until SIGTERM.
@@ -240,9 +256,10 @@ def run(
 
     flags = {
         **publish,
+        **streams,
         "model": model,
         "labels": labels,
-        "input": input_spec,
+        "inputs": [input_from_spec(spec) for spec in input_specs] or None,
         "device_id": device_id,
         "device": device,
         "top_k": top_k,

@@ -55,7 +55,7 @@ def explain_open_failure(url: str, timeout: float = 5.0) -> str:
     bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
-    except socket.timeout:
+    except TimeoutError:
         return f"no answer from {host}:{port} within {timeout:g} s"
     except ConnectionRefusedError:
         return f"connection refused by {host}:{port} (no server there?)"

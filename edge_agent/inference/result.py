@@ -53,6 +53,7 @@ class Classification:
     top_k: List[Class]
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     extra: Optional[Dict[str, Any]] = None
+    input: Optional[str] = None  # the name of the configured source (several sources in one agent)
 
     @property
     def top1(self) -> Optional[Class]:
@@ -77,6 +78,8 @@ class Classification:
             },
             "top_k": [{"id": c.id, "label": c.label, "score": round(float(c.score), 6)} for c in self.top_k],
         }
+        if self.input is not None:
+            payload["input"] = self.input
         if self.extra:
             payload["extra"] = self.extra
         return payload

@@ -141,7 +141,8 @@ class LiveStream(Source):
         if state == "streaming":
             log.info("%s %s: streaming%s", self.kind, self.name, " again" if previous != "connecting" else "")
         elif state in ("reconnecting", "failed") and previous != state:
-            log.warning("%s %s: %s; %s", self.kind, self.name, error, "reconnecting" if state != "failed" else "retrying")
+            action = "reconnecting" if state == "reconnecting" else "retrying"
+            log.warning("%s %s: %s; %s", self.kind, self.name, error, action)
 
     def _why_not_open(self) -> str:
         if isinstance(self.target, int):
