@@ -74,9 +74,19 @@ def ffmpeg_capture_options(transport: str, connect_timeout: float) -> str:
 _ENV_LOCK = threading.Lock()  # OpenCV reads the variable while opening: one open at a time sets it
 
 
+def _quiet_opencv(cv2: Any) -> None:
+    """Keep OpenCV's and FFmpeg's own messages off stderr: the agent says what failed in one line.
+    ``OPENCV_FFMPEG_LOGLEVEL`` set by the user (e.g. 48 for debug) is left alone."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def _open_capture(target: Union[int, str], options: StreamOptions) -> Any:
     """An opened cv2.VideoCapture, or None when it does not open."""
     import cv2
+
+    with _ENV_LOCK:
+        _quiet_opencv(cv2)
 
     if isinstance(target, int):
         cap = cv2.VideoCapture(target, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(target)
@@ -166,7 +176,7 @@ class LiveStream(Source):
             if self._cap is None:
                 reason = self._why_not_open()
                 if not opened_once and not self.options.retry_first_open:
-                    self._set_state("failed", reason)
+                    self.health.state, self.health.error = "failed", reason  # the caller reports it
                     raise InputError(reason)
                 self._set_state("failed" if not opened_once else "reconnecting", reason)
             else:
@@ -197,7 +207,7 @@ class LiveStream(Source):
                     else "opened but no frame could be decoded (unsupported codec or not a video stream?)"
                 )
                 if not opened_once and not self.options.retry_first_open:
-                    self._set_state("failed", reason)
+                    self.health.state, self.health.error = "failed", reason  # the caller reports it
                     raise InputError(f"{self.kind} {self.name}: {reason}")
                 self._set_state("reconnecting" if opened_once else "failed", reason)
             if self._stop.wait(delay):
