@@ -129,7 +129,7 @@ def open_input(config: Config, item: Optional[InputConfig] = None, *, keep_retry
         height=item.height,
         fps=item.fps,
     )
-    return open_live(item.url, options) or open_source(item.url, max_pixels=config.max_pixels)
+    return open_live(item.url, options, item.name) or open_source(item.url, max_pixels=config.max_pixels)
 
 
 def open_inputs(config: Config, *, keep_retrying: bool = False) -> List[NamedSource]:

@@ -5,6 +5,7 @@ connecting, sending garbage, refusing credentials, in a codec nothing decodes.""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +16,8 @@ from typing import Callable, Iterator, List
 import pytest
 from click.testing import CliRunner
 from helpers.camera_servers import GarbageServer, MjpegServer, RtspServer, ffmpeg_available, rtsp_available
-from helpers.mosquitto import free_port
+from helpers.mosquitto import Mosquitto, free_port
+from helpers.subscriber import Subscriber
 
 from edge_agent.cli import main
 from edge_agent.config import load_config
@@ -110,12 +112,18 @@ def test_classify_count_survives_an_rtsp_server_that_goes_away_and_comes_back(rt
 
 
 @needs_rtsp
-def test_run_keeps_other_sources_going_while_one_is_down_and_reports_it(rtsp: Callable[..., RtspServer], tmp_path: Path):
+def test_run_keeps_other_sources_going_while_one_is_down_and_reports_it(
+    rtsp: Callable[..., RtspServer], tmp_path: Path
+):
     healthy, flaky = rtsp(), rtsp()
     missing = f"rtsp://127.0.0.1:{free_port()}/cam"
     config = load_config(
         overrides={
-            "inputs": [{"name": "a", "url": healthy.url}, {"name": "b", "url": flaky.url}, {"name": "c", "url": missing}],
+            "inputs": [
+                {"name": "a", "url": healthy.url},
+                {"name": "b", "url": flaky.url},
+                {"name": "c", "url": missing},
+            ],
             "stall_timeout": 2.0,
             "connect_timeout": 2.0,
             "state_dir": tmp_path,
@@ -123,7 +131,9 @@ def test_run_keeps_other_sources_going_while_one_is_down_and_reports_it(rtsp: Ca
     )
     results: List[Classification] = []
     stop = threading.Event()
-    scheduler = SourceScheduler(open_classifier(config), open_inputs(config, keep_retrying=True), [results.append], stop=stop)
+    scheduler = SourceScheduler(
+        open_classifier(config), open_inputs(config, keep_retrying=True), [results.append], stop=stop
+    )
     runner = threading.Thread(target=scheduler.run, daemon=True)
     runner.start()
     try:
@@ -210,7 +220,9 @@ def test_two_sources_with_the_same_name_are_a_usage_error():
 
 def test_sources_are_served_in_turn_so_a_long_one_cannot_starve_a_short_one():
     config = load_config(
-        overrides={"inputs": [{"name": "many", "url": str(ROOT / "images")}, {"name": "few", "url": "images/digit_*_1.png"}]}
+        overrides={
+            "inputs": [{"name": "many", "url": str(ROOT / "images")}, {"name": "few", "url": "images/digit_*_1.png"}]
+        }
     )
     results: List[Classification] = []
 
@@ -222,3 +234,56 @@ def test_sources_are_served_in_turn_so_a_long_one_cannot_starve_a_short_one():
     order = [r.input for r in results]
     assert all(a != b for a, b in zip(order[1:19], order[2:19]))  # in turn while both have frames waiting
     assert order.count("many") == 20 and order.count("few") == 10
+
+
+@needs_rtsp
+def test_run_config_with_inputs_publishes_named_results_per_source_stats_and_a_sensor_per_source(
+    rtsp: Callable[..., RtspServer], mosquitto: Mosquitto, tmp_path: Path
+):
+    server = rtsp()
+    missing = f"rtsp://127.0.0.1:{free_port()}/cam"
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""device_id = "cam1"
+state_dir = "{tmp_path / "state"}"
+stall_timeout = 2
+connect_timeout = 2
+[mqtt]
+url = "{mosquitto.url}"
+stats_interval = 1
+ha_discovery = true
+[[inputs]]
+name = "front"
+url = "{server.url.replace("rtsp://", "rtsp://admin:hunter2@")}"
+max_fps = 5
+crop = "0,0,48,48"
+[[inputs]]
+name = "yard"
+url = "{missing}"
+transport = "udp"
+"""
+    )
+    sub = Subscriber(mosquitto.host, mosquitto.port, "#")
+    proc = subprocess.Popen([*AGENT, "run", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert sub.wait_until(lambda s: len(s.json_on("edgetpu/cam1/classification")) >= 5)
+        assert sub.wait_until(lambda s: any(p["inputs"]["front"]["fps"] > 0 for p in s.json_on("/stats")))
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sub.close()
+    assert proc.returncode == 0, stderr
+    results = sub.json_on("edgetpu/cam1/classification")
+    assert {r["input"] for r in results} == {"front"}
+    stats = sub.json_on("/stats")[-1]["inputs"]
+    assert stats["yard"]["state"] == "failed" and "connection refused" in stats["yard"]["error"]
+    assert stats["front"]["state"] == "streaming" and stats["front"]["dropped_frames"] >= 0
+    discovery = [t for t, _, _ in sub.messages if t.startswith("homeassistant/")]
+    assert "homeassistant/sensor/edgetpu_cam1/input_front_state/config" in discovery
+    assert "homeassistant/sensor/edgetpu_cam1/input_yard_fps/config" in discovery
+    everything = b"".join(payload for _, payload, _ in sub.messages) + stderr
+    assert b"hunter2" not in everything
+    assert stderr.decode().count("yard") == 1  # the failing source is logged once, not once per retry

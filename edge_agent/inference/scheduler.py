@@ -63,8 +63,10 @@ class SourceSlot:
         now = time.time() if now is None else now
         source = self.named.source
         health = source.health.to_dict() if isinstance(source, LiveStream) else {"state": "reading", "reconnects": 0}
-        if self.done:
-            health["state"] = "failed" if self.error else "ended"
+        if self.error:
+            health["state"] = "failed"
+        elif self.done and not isinstance(source, LiveStream):  # a stopped live source keeps its last state
+            health["state"] = "ended"
         age = None if self.last_frame_at is None else round(max(0.0, now - self.last_frame_at), 3)
         return {
             "frames": self.frames,

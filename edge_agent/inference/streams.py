@@ -54,7 +54,7 @@ class StreamOptions:
 class StreamHealth:
     """The state of a live source as the stats report it; written by its reader thread."""
 
-    state: str = "connecting"  # connecting | streaming | reconnecting | failed | ended
+    state: str = "connecting"  # connecting | streaming | reconnecting | failed (never opened yet)
     reconnects: int = 0
     error: Optional[str] = None
     since: float = field(default_factory=time.time)
@@ -131,9 +131,12 @@ class LiveStream(Source):
 
     live = True
 
-    def __init__(self, target: Union[int, str], name: str, options: Optional[StreamOptions] = None) -> None:
+    def __init__(
+        self, target: Union[int, str], name: str, options: Optional[StreamOptions] = None, input_name: str = ""
+    ) -> None:
         self.target = target
         self.name = name
+        self.input_name = input_name  # the configured name, for logs
         self.options = options or StreamOptions()
         self.health = StreamHealth()
         self._stop = threading.Event()
@@ -148,11 +151,12 @@ class LiveStream(Source):
             return
         previous = self.health.state
         self.health.state, self.health.error, self.health.since = state, error, time.time()
+        who = f"input {self.input_name}" if self.input_name else f"{self.kind} {self.name}"
         if state == "streaming":
-            log.info("%s %s: streaming%s", self.kind, self.name, " again" if previous != "connecting" else "")
+            log.info("%s: streaming%s", who, " again" if previous != "connecting" else "")
         elif state in ("reconnecting", "failed") and previous != state:
             action = "reconnecting" if state == "reconnecting" else "retrying"
-            log.warning("%s %s: %s; %s", self.kind, self.name, error, action)
+            log.warning("%s: %s; %s", who, error, action)
 
     def _why_not_open(self) -> str:
         if isinstance(self.target, int):
@@ -213,7 +217,6 @@ class LiveStream(Source):
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.options.backoff_max)
-        self.health.state = "ended"
 
     def stop(self) -> None:
         """Make ``frames()`` return at its next frame or backoff; safe from any thread."""
@@ -240,14 +243,15 @@ def camera_index(spec: str) -> Optional[int]:
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
 
 
-def open_live(spec: str, options: StreamOptions) -> Optional[LiveStream]:
-    """A :class:`LiveStream` for a camera or stream ``spec``, or None when ``spec`` is a file."""
+def open_live(spec: str, options: StreamOptions, input_name: str = "") -> Optional[LiveStream]:
+    """A :class:`LiveStream` for a camera or stream ``spec`` (``input_name`` names it in logs), or
+    None when ``spec`` is a file."""
     cam = camera_index(spec)
     if cam is not None:
         device = f"/dev/video{cam}"
         if not options.retry_first_open and os.name == "posix" and not os.path.exists(device):
             raise InputError(f"camera {device} not found (is it connected? see `edge-agent devices`)")
-        return LiveStream(cam, device, options)
+        return LiveStream(cam, device, options, input_name)
     if spec.lower().startswith(STREAM_SCHEMES):
-        return LiveStream(spec, redact_url(spec), options)
+        return LiveStream(spec, redact_url(spec), options, input_name)
     return None

@@ -93,7 +93,9 @@ class _Process:
 class RtspServer(_Process):
     """``rtsp://127.0.0.1:<port>/cam``: a live test pattern (see gst_rtsp_server.py for the options)."""
 
-    def __init__(self, port: Optional[int] = None, fps: int = 15, codec: str = "jpeg", user: str = "", password: str = ""):
+    def __init__(
+        self, port: Optional[int] = None, fps: int = 15, codec: str = "jpeg", user: str = "", password: str = ""
+    ):
         self.port = port or free_port()
         self.args = ["--port", str(self.port), "--fps", str(fps), "--codec", codec]
         if user:
