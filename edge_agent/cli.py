@@ -271,9 +271,20 @@ def run(
     run_agent(load_cli_config(config_path, flags))
 
 
+def _print_cameras() -> None:
+    from edge_agent.inference.cameras import list_cameras
+
+    cameras = list_cameras()
+    if not cameras:
+        click.echo("Cameras: none found (/dev/video*)")
+    for camera in cameras:
+        detail = ", ".join(camera.formats) if camera.formats else camera.problem
+        click.echo(f"camera: {camera.path} {camera.name}: {detail}")
+
+
 @main.command()
 def devices() -> None:
-    """List the Edge TPUs attached to this machine and the runtime version.
+    """List the Edge TPUs and V4L2 cameras attached to this machine, and the runtime version.
 
     \b
     Example:
@@ -281,6 +292,8 @@ def devices() -> None:
     """
     from edge_agent.inference.devices import find_edgetpus, pycoral_devices
     from edge_agent.inference.runtime import delegate_library, runtime_version
+
+    _print_cameras()
 
     version = runtime_version()
     click.echo(f"Edge TPU runtime: {version or 'not installed (' + delegate_library() + ' not found)'}")
