@@ -7,7 +7,9 @@ PIP := $(PY) -m pip
 MODEL ?=
 ARGS ?=
 # Debian packages the tests need; installed with apt-get when missing and run as root.
-SYSTEM_PACKAGES := mosquitto docker-registry
+# The camera tests: GStreamer's RTSP server (run by the system python3) and ffmpeg's MJPEG server.
+SYSTEM_PACKAGES := mosquitto docker-registry gir1.2-gst-rtsp-server-1.0 python3-gi \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good ffmpeg
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-dev system-deps demo test test-fast lint format bench compile models clean
@@ -31,7 +33,7 @@ venv: $(VENV)/.base ## create the virtualenv with the agent only (no TensorFlow)
 
 venv-dev: $(VENV)/.dev ## the virtualenv with the compiler, registry and test extras
 
-system-deps: ## install Mosquitto and the CNCF registry with apt-get when missing (needs root)
+system-deps: ## install Mosquitto, the CNCF registry, GStreamer's RTSP server and ffmpeg with apt-get when missing (needs root)
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 demo: $(VENV)/.base ## classify the bundled sample images with the bundled model (and publish to MQTT)

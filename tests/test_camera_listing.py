@@ -23,7 +23,9 @@ def fake_sysfs(root: Path, names: dict) -> Path:
 
 
 def test_cameras_are_listed_by_number_with_their_names(tmp_path: Path):
-    sysfs = fake_sysfs(tmp_path, {"video10": "bcm2835-isp", "video0": "HD Pro Webcam C920", "video1": "HD Pro Webcam C920"})
+    sysfs = fake_sysfs(
+        tmp_path, {"video10": "bcm2835-isp", "video0": "HD Pro Webcam C920", "video1": "HD Pro Webcam C920"}
+    )
     dev = tmp_path / "dev"
     dev.mkdir()
     (dev / "video0").write_bytes(b"")
