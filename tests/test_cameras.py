@@ -287,3 +287,13 @@ transport = "udp"
     everything = b"".join(payload for _, payload, _ in sub.messages) + stderr
     assert b"hunter2" not in everything
     assert stderr.decode().count("yard") == 1  # the failing source is logged once, not once per retry
+
+
+@needs_rtsp
+def test_rtsp_over_udp_is_classified(rtsp: Callable[..., RtspServer]):
+    server = rtsp()
+    result = CliRunner().invoke(
+        main, ["classify", "-i", server.url, "--rtsp-transport", "udp", *FAST, "-n", "5", "-o", "jsonl"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert [p["input"] for p in jsonl(result.stdout)] == [server.url] * 5
