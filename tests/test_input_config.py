@@ -15,7 +15,8 @@ from edge_agent.input_config import input_from_spec
 def test_inputs_from_the_file_carry_names_settings_and_defaults(tmp_path: Path):
     path = tmp_path / "agent.toml"
     path.write_text(
-        'stall_timeout = 3\n[[inputs]]\nname = "front"\nurl = "rtsp://u:p@10.0.0.5/s"\nmax_fps = 5\ncrop = "1,2,30,40"\n'
+        'stall_timeout = 3\n[[inputs]]\nname = "front"\nurl = "rtsp://u:p@10.0.0.5/s"\n'
+        'max_fps = 5\ncrop = "1,2,30,40"\n'
         '[[inputs]]\nurl = "rtsp://u:p@10.0.0.6/s"\ntransport = "udp"\n'
     )
     config = load_config(path, {}, {"state_dir": tmp_path})
