@@ -70,7 +70,8 @@ def explain_open_failure(url: str, timeout: float = 5.0) -> str:
                 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only reading a status line
                 sock = context.wrap_socket(sock, server_hostname=host)
             sock.settimeout(timeout)
-            sock.sendall(_request(scheme, host, parts.path or "/", bare, auth))
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            sock.sendall(_request(scheme, host, path, bare, auth))
             answer = sock.recv(4096)
     except (OSError, ssl.SSLError) as exc:
         return f"{host}:{port} accepted the connection but did not answer ({exc.__class__.__name__})"

@@ -15,6 +15,7 @@ retried like a dropped one and reported as ``failed`` meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -71,7 +72,33 @@ def ffmpeg_capture_options(transport: str, connect_timeout: float) -> str:
     return f"rtsp_transport;{transport}|stimeout;{micros}|timeout;{micros}"
 
 
-_ENV_LOCK = threading.Lock()  # OpenCV reads the variable while opening: one open at a time sets it
+class _CaptureOptions:
+    """``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is process-wide and read while a stream opens: opens that
+    need the same value run at once, one that needs another value waits until they are done. Sources
+    sharing a transport and timeouts (the usual case) therefore never wait for each other."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._value: Optional[str] = None
+        self._users = 0
+
+    @contextlib.contextmanager
+    def using(self, value: str) -> Iterator[None]:
+        with self._cond:
+            while self._users and self._value != value:
+                self._cond.wait()
+            if self._value != value:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = self._value = value
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+
+_CAPTURE_OPTIONS = _CaptureOptions()
 
 
 def _quiet_opencv(cv2: Any) -> None:
@@ -85,8 +112,7 @@ def _open_capture(target: Union[int, str], options: StreamOptions) -> Any:
     """An opened cv2.VideoCapture, or None when it does not open."""
     import cv2
 
-    with _ENV_LOCK:
-        _quiet_opencv(cv2)
+    _quiet_opencv(cv2)
 
     if isinstance(target, int):
         cap = cv2.VideoCapture(target, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(target)
@@ -104,18 +130,8 @@ def _open_capture(target: Union[int, str], options: StreamOptions) -> Any:
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             int(options.stall_timeout * 1000),
         ]
-        with _ENV_LOCK:
-            previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = ffmpeg_capture_options(
-                options.transport, options.connect_timeout
-            )
-            try:
-                cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
-            finally:
-                if previous is None:
-                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
-                else:
-                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
+        with _CAPTURE_OPTIONS.using(ffmpeg_capture_options(options.transport, options.connect_timeout)):
+            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
     if not cap.isOpened():
         cap.release()
         return None
