@@ -114,12 +114,16 @@ def release_opener(config: Config) -> Callable[[ActiveRelease], Classifier]:
     return open_release
 
 
+def _input_items(config: Config) -> List[InputConfig]:
+    """``config``'s inputs, or the bundled sample images when it names none."""
+    return config.input_list() or [InputConfig(name=str(demo_images()), url=str(demo_images()))]
+
+
 def open_input(config: Config, item: Optional[InputConfig] = None, *, keep_retrying: bool = False) -> Source:
     """The source ``item`` (default: the first of ``config``'s inputs, or the bundled sample images)
     names. Cameras and streams reconnect when they drop; with ``keep_retrying`` (``run``) one that
     does not open at first is retried too, else that is an InputError. Raises InputError."""
-    items = config.input_list()
-    item = item or (items[0] if items else InputConfig(name=str(demo_images()), url=str(demo_images())))
+    item = item or _input_items(config)[0]
     options = StreamOptions(
         transport=item.transport or config.rtsp_transport,
         connect_timeout=item.connect_timeout or config.connect_timeout,
@@ -135,10 +139,9 @@ def open_input(config: Config, item: Optional[InputConfig] = None, *, keep_retry
 def open_inputs(config: Config, *, keep_retrying: bool = False) -> List[NamedSource]:
     """Every source ``config`` names (:func:`open_input` each) with its name, fps cap and crop.
     Raises InputError (after closing those already opened)."""
-    items = config.input_list() or [InputConfig(name=str(demo_images()), url=str(demo_images()))]
     opened: List[NamedSource] = []
     try:
-        for item in items:
+        for item in _input_items(config):
             source = open_input(config, item, keep_retrying=keep_retrying)
             opened.append(NamedSource(item.name, source, item.max_fps or config.max_fps, item.crop_box))
     except BaseException:
