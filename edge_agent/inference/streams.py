@@ -9,7 +9,7 @@ state (connecting, streaming, reconnecting, failed) is logged once, not once per
 
 A source that cannot be opened the first time is, with ``retry_first_open=False`` (as
 ``classify`` uses it), an :class:`~edge_agent.errors.InputError` that says why (see
-:func:`edge_agent.inference.probe.explain_open_failure`); with ``True`` (``run``) it is
+:func:`edge_agent.inference.stream_probe.explain_open_failure`); with ``True`` (``run``) it is
 retried like a dropped one and reported as ``failed`` meanwhile.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Union
 
 from edge_agent.errors import InputError
-from edge_agent.inference.probe import explain_open_failure
+from edge_agent.inference.stream_probe import explain_open_failure
 from edge_agent.inference.sources import Frame, Source, redact_url
 
 log = logging.getLogger(__name__)
