@@ -14,7 +14,10 @@ UNITDIR ?= /etc/systemd/system
 UDEVDIR ?= /etc/udev/rules.d
 SERVICE ?= yes
 # Debian packages the tests need; installed with apt-get when missing and run as root.
-SYSTEM_PACKAGES := mosquitto docker-registry skopeo systemd
+# The camera tests: GStreamer's RTSP server (run by the system python3) and ffmpeg's MJPEG server;
+# skopeo for the OCI artifact tests; systemd-analyze for the unit.
+SYSTEM_PACKAGES := mosquitto docker-registry skopeo systemd gir1.2-gst-rtsp-server-1.0 python3-gi \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good ffmpeg
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-dev system-deps demo test test-fast lint format bench compile models install-device clean
@@ -38,7 +41,7 @@ venv: $(VENV)/.base ## create the virtualenv with the agent only (no TensorFlow)
 
 venv-dev: $(VENV)/.dev ## the virtualenv with the compiler, registry and test extras
 
-system-deps: ## install Mosquitto, the CNCF registry, skopeo and systemd-analyze with apt-get when missing (needs root)
+system-deps: ## install Mosquitto, the CNCF registry, skopeo, systemd-analyze, GStreamer's RTSP server and ffmpeg when missing (needs root)
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 demo: $(VENV)/.base ## classify the bundled sample images with the bundled model (and publish to MQTT)

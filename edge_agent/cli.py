@@ -11,21 +11,21 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import click
 
-from edge_agent.bundled import demo_images, demo_model
+from edge_agent.bundled import demo_model
 from edge_agent.capture.commands import captures
 from edge_agent.capture.options import capture_options
 from edge_agent.config import RESIZE_MODES, RUNTIMES
 from edge_agent.errors import EdgeAgentError
-from edge_agent.options import load_cli_config, publish_options
+from edge_agent.input_config import input_from_spec
+from edge_agent.options import load_cli_config, publish_options, stream_options
 from release_contract.exits import MappedErrorsGroup, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MODEL = demo_model()
-DEFAULT_INPUT = demo_images()
 
 
 class AgentGroup(MappedErrorsGroup):
@@ -87,10 +87,11 @@ def _print_jsonl(result: Any) -> None:
 @click.option(
     "--input",
     "-i",
-    "input_spec",
-    default=str(DEFAULT_INPUT),
+    "input_specs",
+    multiple=True,
     show_default="bundled sample images",
-    help="Image, directory, glob, video file, cam / cam:N / /dev/videoN, or rtsp:// / http(s):// URL.",
+    help="Image, directory, glob, video file, cam / cam:N / /dev/videoN, or rtsp:// / http(s):// URL. "
+    "Repeat for several sources, classified in turn; NAME=URL names one.",
 )
 @click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=3, show_default=True)
 @click.option(
@@ -137,12 +138,13 @@ def _print_jsonl(result: Any) -> None:
     help="Refuse images larger than this, or costing more memory than 8-bit RGB ones this large.",
 )
 @click.option("--device-id", default=None, help="Device id in results. Default: the hostname.")
+@stream_options
 @publish_options
 @capture_options
 def classify(
     model: Path,
     labels: Optional[Path],
-    input_spec: str,
+    input_specs: Tuple[str, ...],
     top_k: int,
     threshold: float,
     count: Optional[int],
@@ -157,10 +159,11 @@ def classify(
     resize: Optional[str],
     max_pixels: int,
     device_id: Optional[str],
+    streams: Dict[str, Any],
     publish: Dict[str, Any],
     capture: Dict[str, Any],
 ) -> None:
-    """Classify an image, a folder, a video, a camera or a stream.
+    """Classify an image, a folder, a video, cameras or streams.
 
     \b
     Examples:
@@ -169,6 +172,7 @@ def classify(
       edge-agent classify -i 'photos/*.jpg' -o jsonl > results.jsonl
       edge-agent classify -i cam:0 --fps 5
       edge-agent classify -i rtsp://user:pass@10.0.0.5/stream --device usb
+      edge-agent classify -i front=rtsp://10.0.0.5/s -i back=http://10.0.0.6/video.mjpg -n 100
       edge-agent classify -i cam:0 --mqtt mqtt://localhost:1883 --only-on-change
       EDGE_AGENT_MQTT_PASSWORD=... edge-agent classify --mqtt mqtts://broker:8883 --mqtt-user cam1
     """
@@ -176,9 +180,10 @@ def classify(
 
     flags = {
         **publish,
+        **streams,
         "model": model,
         "labels": labels,
-        "input": input_spec,
+        "inputs": [input_from_spec(spec) for spec in input_specs] or None,
         "top_k": top_k,
         "threshold": threshold,
         "max_fps": fps,
@@ -200,6 +205,8 @@ def classify(
     elif output == "jsonl":
         sinks.append(_print_jsonl)
     stats = run_pipeline(config, sinks=sinks, count=count, flush_timeout=5.0)
+    if stats.failed:
+        raise UserError(f"input(s) failed: {', '.join(stats.failed)} (see the errors above)")
     if stats.skipped:
         raise UserError(f"{stats.skipped} input(s) could not be read (see warnings above)")
 
@@ -215,7 +222,14 @@ def classify(
 )
 @click.option("--model", "-m", type=click.Path(path_type=Path), default=None, help="Model (default: bundled demo).")
 @click.option("--labels", "-l", type=click.Path(path_type=Path), default=None, help="Labels file.")
-@click.option("--input", "-i", "input_spec", default=None, help="Image, directory, video, cam:N or rtsp:// URL.")
+@click.option(
+    "--input",
+    "-i",
+    "input_specs",
+    multiple=True,
+    help="Image, directory, video, cam:N or rtsp:// URL; repeat for several, NAME=URL names one "
+    "(replaces the config's inputs).",
+)
 @click.option("--device-id", default=None, help="Device id in topics and results (default: the hostname).")
 @click.option("--device", "-d", default=None, help="auto, cpu, usb, usb:N, pci, pci:N or :N (default auto).")
 @click.option("--top-k", "-k", type=click.IntRange(1, 1000), default=None, help="Classes per result (default 3).")
@@ -224,13 +238,14 @@ def classify(
 @click.option("--std", type=float, default=None, help="Pixel std the model expects (with --mean).")
 @click.option("--keep-aspect", is_flag=True, default=None, help="Keep the aspect ratio when resizing (pad).")
 @click.option("--resize", type=click.Choice(RESIZE_MODES), default=None, help="fast (default) or coral (Lanczos).")
+@stream_options
 @publish_options
 @capture_options
 def run(
     config_path: Optional[Path],
     model: Optional[Path],
     labels: Optional[Path],
-    input_spec: Optional[str],
+    input_specs: Tuple[str, ...],
     device_id: Optional[str],
     device: Optional[str],
     top_k: Optional[int],
@@ -239,6 +254,7 @@ def run(
     std: Optional[float],
     keep_aspect: Optional[bool],
     resize: Optional[str],
+    streams: Dict[str, Any],
     publish: Dict[str, Any],
     capture: Dict[str, Any],
 ) -> None:
@@ -257,9 +273,10 @@ def run(
 
     flags = {
         **publish,
+        **streams,
         "model": model,
         "labels": labels,
-        "input": input_spec,
+        "inputs": [input_from_spec(spec) for spec in input_specs] or None,
         "device_id": device_id,
         "device": device,
         "top_k": top_k,
@@ -273,9 +290,20 @@ def run(
     run_agent(load_cli_config(config_path, flags))
 
 
+def _print_cameras() -> None:
+    from edge_agent.inference.cameras import list_cameras
+
+    cameras = list_cameras()
+    if not cameras:
+        click.echo("Cameras: none found (/dev/video*)")
+    for camera in cameras:
+        detail = ", ".join(camera.formats) if camera.formats else camera.problem
+        click.echo(f"camera: {camera.path} {camera.name}: {detail}")
+
+
 @main.command()
 def devices() -> None:
-    """List the Edge TPUs attached to this machine and the runtime version.
+    """List the Edge TPUs and V4L2 cameras attached to this machine, and the runtime version.
 
     \b
     Example:
@@ -283,6 +311,8 @@ def devices() -> None:
     """
     from edge_agent.inference.devices import find_edgetpus, pycoral_devices
     from edge_agent.inference.runtime import delegate_library, runtime_version
+
+    _print_cameras()
 
     version = runtime_version(load_cli_config(None, {}).edgetpu_library)
     click.echo(f"Edge TPU runtime: {version or 'not installed (' + delegate_library() + ' not found)'}")

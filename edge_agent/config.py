@@ -23,10 +23,11 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union, get_type_hints
+from typing import Any, Dict, List, Mapping, Optional, Union, get_type_hints
 
 from edge_agent.capture.settings import CaptureConfig
 from edge_agent.errors import ConfigError
+from edge_agent.input_config import TRANSPORTS, InputConfig, default_name, parse_inputs, validate_inputs
 from edge_agent.publishing.settings import MqttConfig, OutboxConfig
 from edge_agent.updating.settings import UpdatesConfig
 from release_contract.files import open_regular
@@ -80,6 +81,10 @@ class Config:
     model: Optional[Path] = None  # None = the bundled demo model
     labels: Optional[Path] = None
     input: Optional[str] = None  # image, directory, video, camera index or rtsp:// URL; None = bundled images
+    inputs: List[InputConfig] = field(default_factory=list)  # [[inputs]]: several sources (replaces input)
+    rtsp_transport: str = "tcp"  # tcp or udp, for every RTSP input that does not set its own
+    connect_timeout: float = 10.0  # seconds to open a stream
+    stall_timeout: float = 5.0  # seconds without a frame before a live source is reopened
     device_id: str = field(default_factory=default_device_id)
     device: str = "auto"  # auto, cpu, usb, usb:N, pci, pci:N or :N (as `edge-agent classify --device`)
     runtime: str = "auto"  # interpreter package: auto, litert, tflite-runtime
@@ -135,12 +140,25 @@ class Config:
             raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
         if self.max_model_memory_mb < 1:
             raise ConfigError(f"max_model_memory_mb must be at least 1, got {self.max_model_memory_mb}")
+        if self.rtsp_transport not in TRANSPORTS:
+            raise ConfigError(f"rtsp_transport must be tcp or udp, got {self.rtsp_transport!r}")
+        if not (self.connect_timeout > 0 and self.stall_timeout > 0):
+            raise ConfigError("connect_timeout and stall_timeout must be positive numbers of seconds")
+        validate_inputs(self.inputs)
         self.mqtt.validate()
         self.outbox.validate()
         self.updates.validate()
         self.capture.validate()
         if self.updates.enabled and not self.mqtt.url:
             raise ConfigError("updates.enabled needs mqtt.url: rollout commands arrive over MQTT")
+
+    def input_list(self) -> List[InputConfig]:
+        """The sources to read: ``inputs``, else one for ``input``; [] means the bundled images."""
+        if self.inputs:
+            return self.inputs
+        if self.input:
+            return [InputConfig(name=default_name(self.input), url=self.input)]
+        return []
 
     @property
     def state_path(self) -> Path:
@@ -220,7 +238,14 @@ def _apply(target: Any, values: Mapping[str, Any], section: str, origin: str) ->
             continue
         if key not in names:
             raise ConfigError(f"{dotted} ({origin}): unknown setting")
+        if key == "inputs" and not section:  # a later layer's inputs replace the earlier input(s)
+            target.inputs, target.input = parse_inputs(value, origin, _convert), None
+            continue
+        if key == "input" and not section:
+            target.inputs = []
         setattr(target, key, _convert(dotted, hints[key], value, origin))
+    if not section and "input" in values and "inputs" in values:
+        raise ConfigError(f"input and inputs ({origin}): give one of them")
 
 
 def _from_environ(environ: Mapping[str, str]) -> Dict[str, Any]:

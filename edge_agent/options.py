@@ -145,6 +145,45 @@ def publish_options(fn: F) -> F:
     return decorated
 
 
+_STREAM_OPTIONS = [
+    click.option(
+        "--rtsp-transport",
+        type=click.Choice(["tcp", "udp"]),
+        default=None,
+        help="RTSP over TCP or UDP (default tcp) [config rtsp_transport].",
+    ),
+    click.option(
+        "--connect-timeout",
+        type=click.FloatRange(0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        help="Seconds to open a stream (default 10).",
+    ),
+    click.option(
+        "--stall-timeout",
+        type=click.FloatRange(0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        help="Seconds without a frame before a camera or stream is reopened (default 5).",
+    ),
+]
+
+
+def stream_options(fn: F) -> F:
+    """Add the live-source flags (RTSP transport, connect and stall timeouts) to a click command;
+    it receives them as one ``streams`` dict keyed like the config file (None = not given)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        streams = {name: kwargs.pop(name, None) for name in ("rtsp_transport", "connect_timeout", "stall_timeout")}
+        return fn(*args, streams=streams, **kwargs)
+
+    decorated: Any = wrapper
+    for option in reversed(_STREAM_OPTIONS):
+        decorated = option(decorated)
+    return decorated
+
+
 def load_cli_config(
     config_path: Optional[Path], flags: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None
 ) -> Config:

@@ -29,10 +29,12 @@ from edge_agent.capture.sink import CaptureSink
 from edge_agent.config import Config
 from edge_agent.errors import ConfigError
 from edge_agent.inference.classifier import Classifier, build_classifier
-from edge_agent.inference.loop import FrameLoop, LoopStats
 from edge_agent.inference.preprocess import Normalization
 from edge_agent.inference.runtime import TpuSettings
+from edge_agent.inference.scheduler import NamedSource, SchedulerStats, SourceScheduler
 from edge_agent.inference.sources import Source, open_source
+from edge_agent.inference.streams import StreamOptions, open_live
+from edge_agent.input_config import InputConfig
 from edge_agent.publishing.session import PublishingSession, Sink, model_announcement
 from edge_agent.publishing.stats import Stats
 from edge_agent.updating.state import ActiveRelease
@@ -123,9 +125,41 @@ def release_opener(config: Config) -> Callable[[ActiveRelease], Classifier]:
     return open_release
 
 
-def open_input(config: Config) -> Source:
-    """The source ``config.input`` names (the bundled sample images when unset). Raises InputError."""
-    return open_source(config.input or str(demo_images()), max_pixels=config.max_pixels)
+def _input_items(config: Config) -> List[InputConfig]:
+    """``config``'s inputs, or the bundled sample images when it names none."""
+    return config.input_list() or [InputConfig(name=str(demo_images()), url=str(demo_images()))]
+
+
+def open_input(config: Config, item: Optional[InputConfig] = None, *, keep_retrying: bool = False) -> Source:
+    """The source ``item`` (default: the first of ``config``'s inputs, or the bundled sample images)
+    names. Cameras and streams reconnect when they drop; with ``keep_retrying`` (``run``) one that
+    does not open at first is retried too, else that is an InputError. Raises InputError."""
+    item = item or _input_items(config)[0]
+    options = StreamOptions(
+        transport=item.transport or config.rtsp_transport,
+        connect_timeout=item.connect_timeout or config.connect_timeout,
+        stall_timeout=item.stall_timeout or config.stall_timeout,
+        retry_first_open=keep_retrying,
+        width=item.width,
+        height=item.height,
+        fps=item.fps,
+    )
+    return open_live(item.url, options, item.name) or open_source(item.url, max_pixels=config.max_pixels)
+
+
+def open_inputs(config: Config, *, keep_retrying: bool = False) -> List[NamedSource]:
+    """Every source ``config`` names (:func:`open_input` each) with its name, fps cap and crop.
+    Raises InputError (after closing those already opened)."""
+    opened: List[NamedSource] = []
+    try:
+        for item in _input_items(config):
+            source = open_input(config, item, keep_retrying=keep_retrying)
+            opened.append(NamedSource(item.name, source, item.max_fps or config.max_fps, item.crop_box))
+    except BaseException:
+        for named in opened:
+            named.source.close()
+        raise
+    return opened
 
 
 def _start_updates(config: Config, session: Optional[PublishingSession], classifier: Optional[Classifier]) -> Any:
@@ -190,29 +224,31 @@ def run_pipeline(
     count: Optional[int] = None,
     stop: Optional[threading.Event] = None,
     flush_timeout: float = 10.0,
-) -> LoopStats:
-    """Classify ``config.input`` with ``config.model`` and hand every result to ``sinks`` and, when
-    ``config.mqtt.url`` is set, to MQTT; until the input ends, ``count`` results, or SIGTERM/SIGINT.
+    keep_retrying: bool = False,
+) -> SchedulerStats:
+    """Classify ``config``'s inputs with ``config.model`` (one classifier for all of them, scheduled
+    fairly) and hand every result to ``sinks`` and, when ``config.mqtt.url`` is set, to MQTT; until
+    the inputs end, ``count`` results in all, or SIGTERM/SIGINT. Streams and cameras that drop are
+    reopened; with ``keep_retrying`` (``run``) so are those that do not open at first.
     With ``config.capture.dir``, uncertain frames are captured (edge_agent.capture.sink).
 
     ``edge-agent classify`` (with its printing sinks) and ``edge-agent run`` both come here.
     Raises ModelError, DelegateError, InputError, ConfigError or PublishError.
     """
     classifier = open_classifier(config)
-    source = open_input(config)
+    sources = open_inputs(config, keep_retrying=keep_retrying)
     capture = CaptureSink(config.capture).start() if config.capture.dir is not None else None
     if capture is not None:
         sinks = [*sinks, capture]
     announcement = model_announcement(classifier.model, classifier.runtime.backend)
-    holder: List[LoopStats] = []
+    holder: List[SchedulerStats] = []
 
     def frame_loop(all_sinks: Sequence[Sink], stop_event: threading.Event) -> None:
-        loop = FrameLoop(
-            classifier, source, [*all_sinks, *sinks], count=count, fps=config.max_fps or None, stop=stop_event
-        )
+        loop = SourceScheduler(classifier, sources, [*all_sinks, *sinks], count=count, stop=stop_event)
         for sink in all_sinks:
             if isinstance(sink, Stats):  # live sources drop frames when inference falls behind
-                sink.count_dropped_frames_with(lambda: loop.stats.dropped)
+                sink.count_dropped_frames_with(lambda: loop.dropped)
+                sink.report_inputs_with(loop.reports)
         holder.append(loop.run())
 
     try:
@@ -221,7 +257,8 @@ def run_pipeline(
         )
     finally:
         if not holder:
-            source.close()
+            for named in sources:
+                named.source.close()
         if capture is not None:
             capture.close()
     stats = holder[0]
@@ -233,4 +270,4 @@ def run_agent(config: Config, *, stop: Optional[threading.Event] = None) -> None
     """``edge-agent run``: :func:`run_pipeline` with no sinks of its own, until the input ends or a signal."""
     if not config.mqtt.url:
         log.warning("no MQTT broker configured (mqtt.url): results are not published")
-    run_pipeline(config, stop=stop)
+    run_pipeline(config, stop=stop, keep_retrying=True)

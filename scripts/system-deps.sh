@@ -9,6 +9,7 @@ for pkg in "$@"; do
     mosquitto) command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=("$pkg") ;;
     docker-registry) [ -x /usr/bin/docker-registry ] || missing+=("$pkg") ;;
     systemd) command -v systemd-analyze >/dev/null || missing+=("$pkg") ;;
+    ffmpeg) command -v ffmpeg >/dev/null || missing+=("$pkg") ;;
     *) dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg") ;;
   esac
 done

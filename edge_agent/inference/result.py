@@ -55,6 +55,7 @@ class Classification:
     top_k: List[Class]
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     extra: Optional[Dict[str, Any]] = None
+    input: Optional[str] = None  # the name of the configured source (several sources in one agent)
     #: the frame as read, before pre-processing, for sinks that keep frames (capture); not in the payload
     frame_ref: Optional[Frame] = field(default=None, repr=False, compare=False)
 
@@ -81,6 +82,8 @@ class Classification:
             },
             "top_k": [{"id": c.id, "label": c.label, "score": round(float(c.score), 6)} for c in self.top_k],
         }
+        if self.input is not None:
+            payload["input"] = self.input
         if self.extra:
             payload["extra"] = self.extra
         return payload

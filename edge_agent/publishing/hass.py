@@ -2,15 +2,16 @@
 
 :func:`discovery_messages` returns retained ``(topic, payload)`` pairs for
 ``<ha_prefix>/sensor/<node>/<object>/config``: the top-1 label and score (from the
-classification topic), frames/s, inference p50 and outbox depth (from the stats topic),
-all tied to one HA device and to the agent's ``status`` topic for availability.
+classification topic), frames/s, inference p50 and outbox depth (from the stats topic), and
+per input (camera or stream) its state and frames/s (from the stats' ``inputs``), all tied to
+one HA device and to the agent's ``status`` topic for availability.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from release_contract.topics import Topics
 
@@ -56,10 +57,44 @@ _SENSORS: Tuple[Tuple[str, str, str, str, Dict[str, Any]], ...] = (
 )
 
 
+def _input_sensors(inputs: Sequence[str]) -> List[Tuple[str, str, str, str, Dict[str, Any]]]:
+    """A state sensor (streaming, reconnecting, failed, ...) and an fps sensor per input."""
+    sensors: List[Tuple[str, str, str, str, Dict[str, Any]]] = []
+    for name in inputs:
+        key = json.dumps(name)  # a Jinja string literal
+        slug = "input_" + _UNSAFE.sub("_", name)
+        row = f"value_json.inputs[{key}]"
+        sensors.append(
+            (
+                f"{slug}_state",
+                f"{name} state",
+                "stats",
+                f"{{{{ {row}.state if {key} in value_json.get('inputs', {{}}) else 'unknown' }}}}",
+                {
+                    "icon": "mdi:cctv",
+                    # the input's whole stats row (reconnects, last error, ...) as attributes
+                    "json_attributes_template": f"{{{{ ({row} if {key} in value_json.get('inputs', {{}}) else {{}})"
+                    " | tojson }}",
+                },
+            )
+        )
+        sensors.append(
+            (
+                f"{slug}_fps",
+                f"{name} frames per second",
+                "stats",
+                f"{{{{ {row}.fps if {key} in value_json.get('inputs', {{}}) else 0 }}}}",
+                {"unit_of_measurement": "fps", "state_class": "measurement"},
+            )
+        )
+    return sensors
+
+
 def discovery_messages(
-    topics: Topics, ha_prefix: str = "homeassistant", model_name: Optional[str] = None
+    topics: Topics, ha_prefix: str = "homeassistant", model_name: Optional[str] = None, inputs: Sequence[str] = ()
 ) -> List[Tuple[str, bytes]]:
-    """The retained discovery config messages for one device (publish them with QoS 1, retain)."""
+    """The retained discovery config messages for one device (publish them with QoS 1, retain);
+    ``inputs`` are the names of its sources, each of which gets a state and an fps sensor."""
     node = "edgetpu_" + _UNSAFE.sub("_", topics.device)
     device: Dict[str, Any] = {
         "identifiers": [node],
@@ -68,7 +103,7 @@ def discovery_messages(
         "model": model_name or "edge-agent",
     }
     messages = []
-    for object_id, name, kind, template, extra in _SENSORS:
+    for object_id, name, kind, template, extra in (*_SENSORS, *_input_sensors(inputs)):
         config: Dict[str, Any] = {
             "name": name,
             "unique_id": f"{node}_{object_id}",
@@ -82,6 +117,8 @@ def discovery_messages(
             "device": device,
             **extra,
         }
+        if "json_attributes_template" in config:
+            config["json_attributes_topic"] = topics.stats
         topic = f"{ha_prefix}/sensor/{node}/{object_id}/config"
         messages.append((topic, json.dumps(config, separators=(",", ":"), sort_keys=True).encode()))
     return messages

@@ -139,7 +139,8 @@ class PublishingSession:
 
     def _announce_to_home_assistant(self, publisher: MqttPublisher) -> None:
         name = (self.model_info or {}).get("name")
-        for topic, payload in discovery_messages(publisher.topics, self.config.mqtt.ha_prefix, name):
+        inputs = [item.name for item in self.config.input_list()]
+        for topic, payload in discovery_messages(publisher.topics, self.config.mqtt.ha_prefix, name, inputs):
             publisher.publish_direct(topic, payload, qos=1, retain=True)
 
     def stop(self, flush_timeout: float = 5.0) -> None:

@@ -4,7 +4,9 @@
 other; :meth:`Stats.snapshot` returns the JSON-ready stats payload (schema
 ``edgetpu.stats/1``): frames/s since the previous snapshot, inference latency p50/p99 (ms)
 over the last ``window`` frames, backend, outbox queue depth, dropped messages and
-frames, uptime, and the Edge TPU temperature where ``/sys/class/apex/apex_N/temp`` exists.
+frames, uptime, the Edge TPU temperature where ``/sys/class/apex/apex_N/temp`` exists, and
+``inputs``: per source (by name) fps, frames, dropped frames, age of its last frame, reconnects,
+state and last error.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Stats:
         self._frames_at_snapshot = 0
         self._dropped_frames = 0
         self._dropped_frames_fn: Optional[Callable[[], int]] = None
+        self._inputs_fn: Optional[Callable[[], Dict[str, Dict[str, Any]]]] = None
+        self._input_frames_at_snapshot: Dict[str, int] = {}
         self.backend = ""
 
     def __call__(self, result: Classification) -> None:
@@ -92,6 +96,20 @@ class Stats:
         """Read the dropped-frame count from ``counter()`` (the frame loop's own counter) at each
         snapshot, added to what :meth:`add_dropped_frames` counted."""
         self._dropped_frames_fn = counter
+
+    def report_inputs_with(self, reports: Callable[[], Dict[str, Dict[str, Any]]]) -> None:
+        """Add ``inputs`` to each snapshot: ``reports()`` gives per-source counters keyed by name
+        (``frames``, ``dropped_frames``, ``last_frame_age_s``, ``reconnects``, ``state``, ``error``);
+        the stats add each source's ``fps`` since the previous snapshot."""
+        self._inputs_fn = reports
+
+    def _inputs(self, elapsed: float) -> Dict[str, Dict[str, Any]]:
+        reports = self._inputs_fn() if self._inputs_fn else {}
+        for name, report in reports.items():
+            previous = self._input_frames_at_snapshot.get(name, 0)
+            report["fps"] = round((report["frames"] - previous) / elapsed, 3) if elapsed > 0 else 0.0
+            self._input_frames_at_snapshot[name] = report["frames"]
+        return reports
 
     def snapshot(self, queue_depth: int = 0, dropped_messages: int = 0) -> Dict[str, Any]:
         """The stats payload; frames/s covers the time since the previous snapshot."""
@@ -114,6 +132,8 @@ class Stats:
                 "dropped_messages": dropped_messages,
                 "dropped_frames": self._dropped_frames + (self._dropped_frames_fn() if self._dropped_frames_fn else 0),
             }
+            if self._inputs_fn is not None:
+                payload["inputs"] = self._inputs(elapsed)
         temps = read_edgetpu_temperatures(self._apex_root)
         if temps:
             payload["edgetpu_temperature_c"] = temps
