@@ -32,7 +32,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.broker import Backoff, describe_error, make_paho_client, pump
-from edge_agent.publishing.outbox import Message, Outbox
+from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.sender import OutboxSender
 from release_contract.topics import BrokerUrlError, Topics, parse_broker_url
 
@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 #: handler for an incoming control message: (topic, payload bytes) -> None
 MessageHandler = Callable[[str, bytes], None]
-_AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
+_AUTH_CODES = {4, 5, 134, 135}
+# s: after sending, the network thread looks again this soon; enqueue() does not wake it more often,
+# so a burst of results costs one wake-up per COALESCE rather than one per result.
+COALESCE = 0.002  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
 
 
 class MqttPublisher:
@@ -89,6 +92,7 @@ class MqttPublisher:
         self._closing = False
         self._starting = False
         self._sleeping = False  # the network thread waits on its sockets: enqueue() must wake it
+        self._last_kick = 0.0  # monotonic time enqueue() last woke the network thread
         self._net_ident = 0
         self._publishing_done = threading.Event()
         self._stop_publishing = threading.Event()
@@ -251,17 +255,19 @@ class MqttPublisher:
 
     # ---- publishing ---------------------------------------------------------------------------
     def enqueue(self, topic: str, payload: bytes, qos: Optional[int] = None) -> int:
-        """Store a message in the outbox (durable once this returns) and wake the network thread.
+        """Store a message in the outbox and wake the network thread; the outbox commits it within
+        a few milliseconds (its group commit), after which it survives a crash.
 
-        Never waits for the network. Returns the outbox sequence number; raises
-        ``sqlite3.Error`` only when the disk refuses the write.
+        Never waits for the network or the disk. Returns the outbox sequence number.
         """
-        qos = self.config.qos if qos is None else qos
-        seq = self.outbox.put(topic, payload, qos)
-        self._sender.add(Message(seq, topic, payload, qos, False))
+        message = self.outbox.stage(topic, payload, self.config.qos if qos is None else qos)
+        self._sender.add(message)
         if self._sleeping:
-            self._kick()
-        return seq
+            now = time.monotonic()
+            if now - self._last_kick >= COALESCE:  # else the thread wakes within COALESCE anyway
+                self._last_kick = now
+                self._kick()
+        return message.seq
 
     def _kick(self) -> None:
         """Wake the network thread from its wait on the sockets."""
@@ -298,7 +304,11 @@ class MqttPublisher:
                     self._stop_network.wait(self._backoff.next())
                     continue
             stopping = self._stop_publishing.is_set()
-            timeout = self._sender.step(sending=self._connected.is_set() and not stopping, stopping=stopping)
+            sending = self._connected.is_set() and not stopping
+            was_fresh = sending and self._sender.has_fresh
+            timeout = self._sender.step(sending=sending, stopping=stopping)
+            if was_fresh:  # results are flowing: look again soon (see COALESCE)
+                timeout = min(timeout, COALESCE)
             if stopping:
                 self._publishing_done.set()  # acknowledged rows are deleted: stop() may go on
             self._sleeping = True

@@ -27,9 +27,33 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Classification], None]
 
 
+def _stdlib_dumps(payload: Dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _json_encoder() -> Callable[[Dict[str, Any]], bytes]:
+    """``orjson.dumps`` when installed (the ``fast`` extra: about 2.5x faster), else the standard library's;
+    both write compact UTF-8 JSON."""
+    try:
+        import orjson
+    except ImportError:
+        return _stdlib_dumps
+
+    def dumps(payload: Dict[str, Any]) -> bytes:
+        try:
+            return bytes(orjson.dumps(payload))
+        except TypeError:  # a value orjson does not know (in ``extra``): the standard library decides
+            return _stdlib_dumps(payload)
+
+    return dumps
+
+
+_dumps = _json_encoder()
+
+
 def encode_payload(result: Classification) -> bytes:
     """The compact UTF-8 JSON of ``result.to_payload()``."""
-    return json.dumps(result.to_payload(), separators=(",", ":"), ensure_ascii=False).encode()
+    return _dumps(result.to_payload())
 
 
 def model_announcement(model: ModelInfo, backend: str, **extra: Any) -> Dict[str, Any]:
