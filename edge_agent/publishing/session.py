@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
+import math
 import threading
-from typing import Any, Callable, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from edge_agent.config import Config
+from edge_agent.config import Config, publish_policy
 from edge_agent.inference.result import Classification, ModelInfo
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.hass import discovery_messages
@@ -62,37 +63,46 @@ def model_announcement(model: ModelInfo, backend: str, **extra: Any) -> Dict[str
 
 
 class MqttSink:
-    """Queue each result for ``<prefix>/<device>/classification``.
+    """Queue results for ``<prefix>/<device>/classification`` following a publish policy.
 
-    With ``only_on_change`` a result is published only when its top-1 label differs
-    from the previous result's (the first result is always published). A write the
-    disk refuses is logged once per failure streak and counted in ``failed``; it never
-    raises into the frame loop.
+    ``policy`` is (mode, seconds) from :func:`edge_agent.config.publish_policy`: ``every`` result;
+    on a ``change`` of the top-1 label (a top-1 below the threshold has no label, so crossing
+    the threshold is a change; the first result is always published); or at most one result
+    per ``interval`` seconds. ``only_on_change=True`` is the older spelling of ``change``.
+    Results that are not published are still counted by the stats sink.
     """
 
-    def __init__(self, publisher: MqttPublisher, only_on_change: bool = False) -> None:
+    def __init__(
+        self,
+        publisher: MqttPublisher,
+        only_on_change: bool = False,
+        policy: Tuple[str, float] = ("every", 0.0),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.publisher = publisher
-        self.only_on_change = only_on_change
-        self.failed = 0
+        self.mode, self.interval = ("change", 0.0) if only_on_change and policy[0] == "every" else policy
+        self.clock = clock
         self._last_label: Optional[str] = None
+        self._last_sent = -math.inf
         self._seen = False
 
-    def __call__(self, result: Classification) -> None:
-        if self.only_on_change:
+    def wanted(self, result: Classification) -> bool:
+        """Whether the policy publishes ``result`` (and records it as published when so)."""
+        if self.mode == "change":
             label = result.top1.label if result.top1 else None
             if self._seen and label == self._last_label:
-                return
+                return False
             self._seen, self._last_label = True, label
-        try:
+        elif self.mode == "interval":
+            now = self.clock()
+            if now - self._last_sent < self.interval:
+                return False
+            self._last_sent = now
+        return True
+
+    def __call__(self, result: Classification) -> None:
+        if self.wanted(result):
             self.publisher.enqueue(self.publisher.topics.classification, encode_payload(result))
-        except sqlite3.Error as exc:
-            if not self.failed:
-                log.error("cannot write to the outbox (%s): results are being lost", exc)
-            self.failed += 1
-            return
-        if self.failed:
-            log.warning("outbox writable again after %s lost results", self.failed)
-            self.failed = 0
 
 
 class PublishingSession:
@@ -131,7 +141,9 @@ class PublishingSession:
         except BaseException:
             self.outbox.close()
             raise
-        self._sink = MqttSink(self.publisher, only_on_change=cfg.mqtt.only_on_change)
+        self._sink = MqttSink(
+            self.publisher, only_on_change=cfg.mqtt.only_on_change, policy=publish_policy(cfg.mqtt.publish)
+        )
         if cfg.mqtt.stats_interval > 0:
             self._stats_thread = threading.Thread(target=self._run_stats, name="mqtt-stats", daemon=True)
             self._stats_thread.start()
