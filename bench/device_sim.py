@@ -46,10 +46,16 @@ def per_frame_ms(fn: Callable[[], int]) -> float:
 
 def breakdown(classifier: Classifier, video: Path, session: PublishingSession) -> Dict[str, float]:
     """Each stage of a frame timed alone, in ms per frame."""
-    images = [f.image for f in open_source(str(video)).frames()]
+    images = [f.image for f, _ in zip(open_source(str(video)).frames(), range(100))]
     decode = per_frame_ms(lambda: sum(1 for _ in open_source(str(video)).frames()))
     tensors: List[Any] = []
-    preprocess = per_frame_ms(lambda: len([tensors.append(classifier.prepare(i)[0]) for i in images]))
+
+    def prepare_all() -> int:
+        for image in images:
+            tensors.append(classifier.prepare(image)[0])
+        return len(images)
+
+    preprocess = per_frame_ms(prepare_all)
     runtime = classifier.runtime
     raws = [runtime.invoke(t) for t in tensors[:50]]
     t0 = time.perf_counter()
@@ -62,7 +68,7 @@ def breakdown(classifier: Classifier, video: Path, session: PublishingSession) -
             [top_k(dequantize(raw, runtime.output_quant), classifier.k, 0.0, classifier.labels) for _ in images]
         )
     )
-    frames = list(open_source(str(video)).frames())[:200]
+    frames = [f for f, _ in zip(open_source(str(video)).frames(), range(200))]
     results = [classifier.classify(f) for f in frames]
     sink = session.sinks[1]
     publish = per_frame_ms(lambda: len([sink(r) for r in results]))
@@ -81,10 +87,7 @@ def main() -> int:
     parser.add_argument("video", type=Path)
     parser.add_argument("model", type=Path)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--switch", type=float, default=0)
     args = parser.parse_args()
-    if args.switch:
-        sys.setswitchinterval(args.switch)
     classifier = build_classifier(args.model, None, device="auto", device_id="devsim")
     if classifier.runtime.backend != "edgetpu":
         print(json.dumps({"error": "the stand-in delegate did not load"}))
