@@ -22,6 +22,7 @@ from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.hass import discovery_messages
 from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.stats import Stats
+from edge_agent.publishing.supervise import Fatal, supervised
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +113,17 @@ class PublishingSession:
         config: the loaded configuration (``config.mqtt.url`` must be set).
         model_info: JSON-ready description of the active model for the retained model topic
             (``{"name", "version", "digest", ...}``), or None.
+        on_fatal: called with a message if a publishing thread keeps failing (the service stops).
 
     Raises (from :meth:`start`): ConfigError for a bad URL or unusable state directory,
     PublishError for a refused login or TLS failure.
     """
 
-    def __init__(self, config: Config, model_info: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self, config: Config, model_info: Optional[Dict[str, Any]] = None, on_fatal: Optional[Fatal] = None
+    ) -> None:
         self.config = config
+        self.on_fatal = on_fatal
         self.model_info = model_info
         self.outbox: Optional[Outbox] = None
         self.publisher: Optional[MqttPublisher] = None
@@ -132,7 +137,7 @@ class PublishingSession:
         cfg = self.config
         self.outbox = Outbox(cfg.outbox_path, max_messages=cfg.outbox.max_messages)
         try:
-            self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.outbox)
+            self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.outbox, on_fatal=self.on_fatal)
             if cfg.mqtt.ha_discovery:
                 self.publisher.add_connect_hook(self._announce_to_home_assistant)
             if self.model_info is not None:
@@ -145,7 +150,8 @@ class PublishingSession:
             self.publisher, only_on_change=cfg.mqtt.only_on_change, policy=publish_policy(cfg.mqtt.publish)
         )
         if cfg.mqtt.stats_interval > 0:
-            self._stats_thread = threading.Thread(target=self._run_stats, name="mqtt-stats", daemon=True)
+            work = supervised("MQTT stats", self._run_stats, self._stop, self.on_fatal)
+            self._stats_thread = threading.Thread(target=work, name="mqtt-stats", daemon=True)
             self._stats_thread.start()
         return self
 
