@@ -231,18 +231,26 @@ def agent_rss_mb(model: Path, video: Path, work: Path) -> float:
     )
     agent = ROOT / ".venv" / "bin" / "edge-agent"
     command = [str(agent)] if agent.exists() else [sys.executable, "-m", "edge_agent"]
+    peak_kb = 0
     try:
         proc = subprocess.Popen([*command, "-q", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        # VmHWM of the running agent: the rusage of a child counts the parent's pages it had between
+        # fork and exec, so it would report this (much larger) benchmark process instead.
+        while proc.poll() is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                break
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=60)
         if proc.returncode != 0:
-            assert proc.stderr is not None
-            raise SystemExit(f"edge-agent run failed: {proc.stderr.read().decode()[-500:]}")
-        if proc.stderr is not None:
-            proc.stderr.close()
+            raise SystemExit(f"edge-agent run failed: {err.decode()[-500:]}")
     finally:
         broker.stop()
-    return float(usage.ru_maxrss) / 1024  # kB on Linux
+    return peak_kb / 1024
 
 
 def spread(values: List[float]) -> str:
