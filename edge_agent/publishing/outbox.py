@@ -46,6 +46,7 @@ DEFAULT_MAX_MESSAGES = 100_000
 COMMIT_INTERVAL = 0.005  # s: the most a staged change waits for its commit (the SIGKILL window)
 PENDING_MAX = 10_000  # messages held in memory while the disk refuses writes
 RETRY_INTERVAL = 1.0  # s between commits while the disk refuses writes
+CHECKPOINT_INTERVAL = 1.0  # s from a commit to the checkpoint that syncs it to disk
 _WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
 _INLINE_CHECKPOINT_EVERY = 20_000  # commits; bounds the log when checkpoint() is never called
 _COLUMNS = {"seq", "topic", "payload", "qos", "retain", "created"}
@@ -257,13 +258,22 @@ class Outbox:
             return removed
 
     def _run_committer(self) -> None:
-        """The group committer: wait for a first change, let the group gather, commit it."""
+        """The group committer: wait for a first change, let the group gather, commit it; about
+        once a second after commits, checkpoint (the disk sync), here rather than on the network
+        thread, so sending never waits for the disk."""
+        checkpoint_at: Optional[float] = None  # when the commits since the last checkpoint are due
         while True:
             with self._lock:
                 while not self._closed and not (self._pending or self._deletes or self._dropped_unsaved):
-                    self._wake.wait()
+                    wait = None if checkpoint_at is None else max(0.0, checkpoint_at - time.monotonic())
+                    if not self._wake.wait(wait) and checkpoint_at is not None:
+                        break  # idle, with commits to sync
                 if self._closed:
                     return
+            if checkpoint_at is not None and time.monotonic() >= checkpoint_at:
+                self.checkpoint()
+                checkpoint_at = None
+                continue
             time.sleep(self.commit_interval if self._failing is None else RETRY_INTERVAL)
             try:
                 self.commit()
@@ -284,6 +294,8 @@ class Outbox:
             if self._failing is not None:
                 log.warning("the outbox %s takes writes again", self.path)
                 self._failing = None
+            if checkpoint_at is None:
+                checkpoint_at = time.monotonic() + CHECKPOINT_INTERVAL
 
     # ---- reading ------------------------------------------------------------------------------
     def peek(self, after_seq: int = 0, limit: int = 100) -> List[Message]:
@@ -306,8 +318,9 @@ class Outbox:
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database (with its fsync) on the calling thread.
 
-        The MQTT network thread calls this about once a second, so the frame loop's commits
-        never wait for a disk sync. It uses its own connection and does not block writers.
+        The committer thread calls this about once a second after commits, so neither the frame
+        loop nor the network thread waits for a disk sync. It uses its own connection and does not
+        block writers.
         """
         if self._closed:
             return

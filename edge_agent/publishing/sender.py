@@ -8,7 +8,6 @@ thread calls :meth:`OutboxSender.step` between two waits on the socket.
 from __future__ import annotations
 
 import collections
-import time
 from typing import Deque, Dict, List, Tuple
 
 import paho.mqtt.client as paho
@@ -17,7 +16,6 @@ from paho.mqtt.enums import MQTTErrorCode
 from edge_agent.publishing.outbox import Message, Outbox
 
 IDLE_WAIT = 1.0  # s: the longest the network thread sleeps with nothing to do (the socket wakes it sooner)
-CHECKPOINT_INTERVAL = 1.0  # s between outbox checkpoints (see Outbox.checkpoint)
 FRESH_MAX = 10_000  # messages handed over in memory; past this the sender reads the outbox
 _SENT = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # QoS>0: paho keeps it either way
 
@@ -42,7 +40,6 @@ class OutboxSender:
         self._inflight: Dict[int, int] = {}  # paho mid -> outbox seq
         self._done: List[int] = []  # acknowledged seqs, deleted in batches
         self._last_seq = 0  # highest seq handed to paho
-        self._checkpoint_at = time.monotonic() + CHECKPOINT_INTERVAL
 
     def add(self, message: Message) -> None:
         """Take a message just committed to the outbox, so it need not be read back."""
@@ -62,7 +59,7 @@ class OutboxSender:
 
     def step(self, sending: bool, stopping: bool = False) -> float:
         """Collect acknowledgements, hand the next messages to paho when ``sending``, pass
-        acknowledged rows to the outbox's group commit, checkpoint the outbox about once a second.
+        acknowledged rows to the outbox's group commit (which also checkpoints the outbox).
         Returns how long the caller may wait before the next step (s); ``stopping`` is kept for
         callers and changes nothing now that acknowledgements are handed over at every step."""
         inflight, done = self._inflight, self._done
@@ -85,13 +82,9 @@ class OutboxSender:
             self._last_seq = msg.seq
         if done:  # in memory: the outbox's group commit deletes them (or never writes them)
             self.flush()
-        now = time.monotonic()
-        if now >= self._checkpoint_at:  # the disk sync happens here, never on the frame loop's thread
-            self.outbox.checkpoint()
-            self._checkpoint_at = now + CHECKPOINT_INTERVAL
         if sending and len(inflight) < self.window and (self._fresh or self._backlog or self._fresh_overflow):
             return 0.0  # more to send
-        return max(0.0, min(IDLE_WAIT, self._checkpoint_at - now))
+        return IDLE_WAIT
 
     def flush(self) -> None:
         """Hand the acknowledged rows to the outbox's next group commit."""
