@@ -109,11 +109,9 @@ def write_video(folder: Path, frames: int) -> Path:
     return video
 
 
-def raw_invoke_fps(model: Path, threads: int, frames: int) -> float:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(str(model), num_threads=threads)
-    interp.allocate_tensors()
+def raw_invoke_fps(interp: Any, frames: int) -> float:
+    """set_tensor + invoke on a fixed input, ``frames`` times, on the agent's own interpreter (so
+    both sides of a pair run the same interpreter, threads and warm caches)."""
     inp = interp.get_input_details()[0]
     tensor = np.random.default_rng(2).integers(0, 256, inp["shape"], dtype=np.uint8)
     for _ in range(10):
@@ -276,9 +274,9 @@ def main() -> None:
         agent_fps(classifier, open_source(str(video)))  # warm-up: page cache, interpreter
         raw, e2e, pre, r_video, r_pre = [], [], [], [], []
         for _ in range(pairs):  # A/B interleaved: raw, video, raw, pre-decoded
-            a = raw_invoke_fps(model, args.threads, args.frames)
+            a = raw_invoke_fps(classifier.runtime.interpreter, args.frames)
             b = agent_fps(classifier, open_source(str(video)))
-            a2 = raw_invoke_fps(model, args.threads, args.frames)
+            a2 = raw_invoke_fps(classifier.runtime.interpreter, args.frames)
             c = agent_fps(classifier, decoded.source(args.frames))
             raw += [a, a2]
             e2e.append(b)
@@ -303,6 +301,10 @@ def main() -> None:
     ratios = [f / 400 for f in device["fps"]]
     print(f"device mode (stand-in Edge TPU, 2.5 ms, QoS 1 to Mosquitto) {device['median']:8.1f} frames/s")
     print(f"  ratio / 400 frames/s             {spread(ratios)}   (target >= 0.90)")
+    ceiling = 1000 / device["invoke_ms"]  # the stand-in alone: its sleep overshoots 2.5 ms on this VM
+    print(
+        f"  the stand-in's own invoke() rate {ceiling:8.1f} frames/s; the agent reaches {device['median'] / ceiling:.3f} of it"
+    )
     print(
         "  per frame, each stage alone (ms): "
         + ", ".join(f"{k[:-3]} {device[k]:.3f}" for k in device if k.endswith("_ms"))
@@ -324,6 +326,7 @@ def main() -> None:
         "device_sim_ratio": round(statistics.median(ratios), 3),
         "device_sim_ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)],
         "device_sim_ms": {k: device[k] for k in device if k.endswith("_ms")},
+        "device_sim_ratio_to_standin_invoke": round(device["median"] / ceiling, 3),
         "rss_mb": round(rss, 1),
     }
     print("BENCH " + json.dumps(bench))
