@@ -303,7 +303,8 @@ def main() -> None:
     print(f"  ratio / 400 frames/s             {spread(ratios)}   (target >= 0.90)")
     ceiling = 1000 / device["invoke_ms"]  # the stand-in alone: its sleep overshoots 2.5 ms on this VM
     print(
-        f"  the stand-in's own invoke() rate {ceiling:8.1f} frames/s; the agent reaches {device['median'] / ceiling:.3f} of it"
+        f"  the stand-in's own invoke() rate {ceiling:8.1f} frames/s; "
+        f"the agent reaches {device['median'] / ceiling:.3f} of it"
     )
     print(
         "  per frame, each stage alone (ms): "
