@@ -189,29 +189,34 @@ def tls_refusal(addr: BrokerAddress, exc: OSError) -> Optional[PublishError]:
 class SessionWatch:
     """Notices a broker that keeps closing the connection soon after accepting it: the sign of a
     second client with the same client id (each connection takes the session over from the
-    other, so both flap between online and offline).
+    other, so both flap between online and offline), and sets the reconnect delays for it.
 
     :meth:`lost` returns True once per streak, when ``limit`` connections in a row lasted less
-    than ``short`` seconds; :attr:`stable` says whether the last connection outlived ``short``."""
+    than ``short`` seconds; from then on ``backoff`` grows to ``clash_cap`` seconds. Short-lived
+    connections do not reset ``backoff``; a connection that lasts ``short`` seconds restores it."""
 
-    def __init__(self, short: float = 5.0, limit: int = 3) -> None:
-        self.short, self.limit = short, limit
+    def __init__(self, backoff: Backoff, short: float = 5.0, limit: int = 3, clash_cap: float = 300.0) -> None:
+        self.backoff, self.short, self.limit, self.clash_cap = backoff, short, limit, clash_cap
+        self.normal_cap = backoff.cap
         self.short_lived = 0
         self._since: Optional[float] = None
 
     def connected(self, now: float) -> None:
         """A CONNACK accepted the connection at ``now`` (monotonic seconds)."""
         self._since = now
+        if self.short_lived == 0:
+            self.backoff.reset()
 
     def lost(self, now: float) -> bool:
         """The connection ended at ``now``; True when this makes a clash likely (first time only)."""
         if self._since is None:
             return False
         lived, self._since = now - self._since, None
-        self.short_lived = self.short_lived + 1 if lived < self.short else 0
+        if lived >= self.short:
+            self.short_lived = 0
+            self.backoff.cap = self.normal_cap
+            return False
+        self.short_lived += 1
+        if self.short_lived >= self.limit:
+            self.backoff.cap = max(self.normal_cap, self.clash_cap)
         return self.short_lived == self.limit
-
-    @property
-    def stable(self) -> bool:
-        """No short-lived connection lately: reconnect delays may start small again."""
-        return self.short_lived == 0

@@ -92,7 +92,7 @@ class MqttPublisher:
         self._window = window
         self._backoff = backoff or Backoff()
         self._on_fatal = on_fatal
-        self._watch = SessionWatch()
+        self._watch = SessionWatch(self._backoff)
         self._disconnect_reason: Optional[int] = None
         self._need_connect = False
         self._model_payload: Optional[bytes] = None
@@ -348,9 +348,7 @@ class MqttPublisher:
                     f"broker {addr.host}:{addr.port} refused the {what}: {reason_code}; trying again later",
                 )
             return
-        self._watch.connected(time.monotonic())
-        if self._watch.stable:
-            self._backoff.reset()
+        self._watch.connected(time.monotonic())  # resets the reconnect delays unless clashing
         client.publish(self.topics.status, b"online", qos=1, retain=True)
         if self._model_payload is not None:
             client.publish(self.topics.model, self._model_payload, qos=1, retain=True)
@@ -369,8 +367,7 @@ class MqttPublisher:
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
         self._disconnect_reason = getattr(reason_code, "value", None)
-        if self._watch.lost(time.monotonic()):
-            self._backoff.cap = max(self._backoff.cap, 300.0)
+        if self._watch.lost(time.monotonic()):  # the delays now grow to 5 minutes
             log.warning(
                 "broker %s:%s closed the connection %s times within %.0f s of accepting it: another client "
                 "probably uses the same client id (two agents with --device-id %s?); give each a unique "

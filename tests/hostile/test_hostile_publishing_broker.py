@@ -18,6 +18,7 @@ from helpers.subscriber import Subscriber
 from edge_agent.cli import main
 from edge_agent.config import MqttConfig
 from edge_agent.errors import PublishError
+from edge_agent.publishing.broker import Backoff, SessionWatch
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.outbox import Outbox
 
@@ -120,3 +121,16 @@ def test_two_agents_with_one_device_id_notice_the_clash_and_back_off(
     assert 1 <= len(clash) <= 2, "one line per agent that notices"
     assert "--device-id cam1" in clash[0]
     assert flips < 20, f"{flips} online/offline flips in 15 s: no back-off"
+
+
+def test_session_watch_backs_off_on_a_clash_and_recovers_after_a_stable_connection() -> None:
+    backoff = Backoff(initial=0.5, cap=30.0)
+    watch = SessionWatch(backoff, short=5.0, limit=3)
+    clashes = []
+    for start in (0.0, 10.0, 20.0):  # three connections closed after a second each
+        watch.connected(start)
+        clashes.append(watch.lost(start + 1.0))
+    assert clashes == [False, False, True] and backoff.cap == 300.0
+    watch.connected(100.0)
+    assert not watch.lost(160.0)  # a minute online: not a clash any more
+    assert backoff.cap == 30.0 and watch.short_lived == 0
