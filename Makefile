@@ -63,8 +63,8 @@ format: $(VENV)/.dev ## ruff format the tree and apply ruff's safe fixes
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: system-deps $(VENV)/.dev ## benchmarks: print ratios measured side by side in one run
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: system-deps $(VENV)/.dev ## benchmarks: interleaved A/B pairs, medians and spread, one BENCH line each
+	@for b in classify mqtt rollout cameras; do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 compile: $(VENV)/.dev ## quantize/check/compile a model: make compile MODEL=path/to/model.tflite
 	@test -n "$(MODEL)" || { echo "usage: make compile MODEL=path/to/model.tflite [ARGS='...']"; exit 2; }

@@ -8,12 +8,18 @@ store and to the registry, then prints side by side for each store:
   - verify time per device (signature + size + sha256 of every file), p50 / p95.
 It also times the MQTT side: 200 connected devices each receiving its signed command.
 
-Usage: .venv/bin/python bench/rollout.py [--devices 200] [--concurrency 32] [--size-mb 4]
+Local and OCI runs alternate in ``--pairs`` interleaved pairs (at least 5; median and spread);
+then one pair with ``--large`` devices (1,000; 0 skips it). Every failed download or
+verification is counted. Ends with one line ``BENCH {json}``.
+
+Usage: .venv/bin/python bench/rollout.py [--devices 200] [--concurrency 32] [--size-mb 4] [--pairs 5]
+       [--large 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -53,13 +59,19 @@ def distribute(url: str, devices: int, concurrency: int, trusted: TrustedKeys, w
     """Every device pulls and verifies ``digits:1`` from ``url`` into its own state directory."""
     verify: List[float] = []
     sent: List[int] = []
+    failed: List[str] = []
     lock = threading.Lock()
 
     states = [ReleaseState(work / f"dev-{i:03d}", trusted) for i in range(devices)]
 
     def one(state: ReleaseState) -> None:
         target = state.release_dir("digits", "1")
-        result = pull_release(open_source(url), "digits", "1", trusted, target, state.downloads_dir)
+        try:
+            result = pull_release(open_source(url), "digits", "1", trusted, target, state.downloads_dir)
+        except Exception as exc:  # counted: the figure the rollout target is about
+            with lock:
+                failed.append(f"download: {exc}")
+            return
         with lock:
             sent.append(result.bytes_downloaded + (target / "release.json").stat().st_size)
 
@@ -69,12 +81,19 @@ def distribute(url: str, devices: int, concurrency: int, trusted: TrustedKeys, w
     wall = time.perf_counter() - start
     for state in states:  # verification as a device does it at start-up, one device at a time
         begin = time.perf_counter()
-        state.load({"name": "digits", "version": "1"})
+        try:
+            state.load({"name": "digits", "version": "1"})
+        except Exception as exc:
+            failed.append(f"verify: {exc}")
+            continue
         verify.append(time.perf_counter() - begin)
     shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        print(f"  {len(failed)} failed, first: {failed[0]}")
     return {
         "wall": wall,
-        "bytes": statistics.mean(sent),
+        "failed": len(failed),
+        "bytes": statistics.mean(sent) if sent else 0.0,
         "verify_p50": pct(verify, 0.5),
         "verify_p95": pct(verify, 0.95),
     }
@@ -121,7 +140,12 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--size-mb", type=float, default=4.0)
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--large", type=int, default=1000, help="devices in one extra pair (0: skip)")
     args = parser.parse_args()
+    pairs = max(5, args.pairs)
+    runs: Dict[str, List[Dict[str, Any]]] = {"local": [], "oci": []}
+    large: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp_name:
         tmp = Path(tmp_name)
         priv, pub = generate_keypair(tmp / "keys")
@@ -136,10 +160,12 @@ def main() -> None:
             stores = {"local": open_store(str(tmp / "store")), "oci": open_store(registry.store_url("models"))}
             for store in stores.values():
                 push_release(store, manifest, source, key)
-            results = {
-                name: distribute(store.url, args.devices, args.concurrency, trusted, tmp / f"w-{name}")
-                for name, store in stores.items()
-            }
+            for _ in range(pairs):  # interleaved: local, oci, local, oci, ...
+                for name, store in stores.items():
+                    runs[name].append(distribute(store.url, args.devices, args.concurrency, trusted, tmp / f"w-{name}"))
+            if args.large:
+                for name, store in stores.items():
+                    large[name] = distribute(store.url, args.large, args.concurrency, trusted, tmp / f"w-{name}")
             connected, fanout = command_fanout(broker, args.devices, key)
         finally:
             broker.stop()
@@ -147,25 +173,53 @@ def main() -> None:
     mb = manifest.total_size / 1e6
     print(
         f"release: {mb:.2f} MB in {len(manifest.files)} files; {args.devices} devices, "
-        f"{args.concurrency} downloading at once; loopback, {os.cpu_count()} cores"
+        f"{args.concurrency} downloading at once; loopback, {os.cpu_count()} cores; {pairs} interleaved pairs"
     )
     print(
-        f"{'store':<7}{'all devices (s)':>17}{'per device (ms)':>17}{'MB/s served':>13}"
-        f"{'bytes/device':>14}{'verify p50 (ms)':>17}{'verify p95 (ms)':>17}"
+        f"{'store':<7}{'all devices (s)':>17}{'spread (s)':>14}{'MB/s served':>13}"
+        f"{'bytes/device':>14}{'verify p50 (ms)':>17}{'verify p95 (ms)':>17}{'failed':>8}"
     )
-    for name, r in results.items():
+    median: Dict[str, float] = {}
+    for name, rs in runs.items():
+        walls = [r["wall"] for r in rs]
+        median[name] = statistics.median(walls)
+        r = rs[walls.index(max(w for w in walls if w <= median[name]))]
         served = r["bytes"] * args.devices / r["wall"] / 1e6
         print(
-            f"{name:<7}{r['wall']:>17.2f}{r['wall'] / args.devices * 1000:>17.1f}{served:>13.1f}"
+            f"{name:<7}{median[name]:>17.2f}{f'{min(walls):.2f}-{max(walls):.2f}':>14}{served:>13.1f}"
             f"{r['bytes']:>14.0f}{r['verify_p50'] * 1000:>17.1f}{r['verify_p95'] * 1000:>17.1f}"
+            f"{sum(x['failed'] for x in rs):>8}"
         )
-    ratio = results["oci"]["wall"] / results["local"]["wall"]
-    print(f"oci / local wall time: {ratio:.2f}x")
+    print(f"oci / local wall time: {median['oci'] / median['local']:.2f}x (target: each <= 30 s, 0 failed)")
+    for name, r in large.items():
+        print(f"{args.large} devices from {name}: {r['wall']:.2f} s, {r['failed']} failed")
     print(
         f"mqtt: {args.devices} device clients connected+subscribed in {connected:.2f} s; "
         f"{args.devices} signed commands delivered in {fanout:.2f} s "
         f"({args.devices / fanout:.0f} commands/s)"
     )
+    bench = {
+        "bench": "rollout",
+        "pairs": pairs,
+        "devices": args.devices,
+        "local_s": round(median["local"], 2),
+        "oci_s": round(median["oci"], 2),
+        "local_spread_s": [
+            round(min(r["wall"] for r in runs["local"]), 2),
+            round(max(r["wall"] for r in runs["local"]), 2),
+        ],
+        "oci_spread_s": [round(min(r["wall"] for r in runs["oci"]), 2), round(max(r["wall"] for r in runs["oci"]), 2)],
+        "failed": sum(r["failed"] for rs in runs.values() for r in rs),
+        "large": {
+            "devices": args.large,
+            **{f"{k}_s": round(v["wall"], 2) for k, v in large.items()},
+            "failed": sum(v["failed"] for v in large.values()),
+        }
+        if large
+        else None,
+        "commands_s": round(fanout, 2),
+    }
+    print("BENCH " + json.dumps(bench))
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def classify(
       edge-agent classify -i cam:0 --fps 5
       edge-agent classify -i rtsp://user:pass@10.0.0.5/stream --device usb
       edge-agent classify -i front=rtsp://10.0.0.5/s -i back=http://10.0.0.6/video.mjpg -n 100
-      edge-agent classify -i cam:0 --mqtt mqtt://localhost:1883 --only-on-change
+      edge-agent classify -i cam:0 --mqtt mqtt://localhost:1883 --publish change
       EDGE_AGENT_MQTT_PASSWORD=... edge-agent classify --mqtt mqtts://broker:8883 --mqtt-user cam1
     """
     from edge_agent.service import run_pipeline

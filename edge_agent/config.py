@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union, get_type_hints
 from edge_agent.capture.settings import CaptureConfig
 from edge_agent.errors import ConfigError
 from edge_agent.input_config import TRANSPORTS, InputConfig, default_name, parse_inputs, validate_inputs
-from edge_agent.publishing.settings import MqttConfig, OutboxConfig
+from edge_agent.publishing.settings import MqttConfig, OutboxConfig, publish_policy
 from edge_agent.updating.settings import UpdatesConfig
 from release_contract.files import open_regular
 
@@ -37,7 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-__all__ = ["Config", "MqttConfig", "OutboxConfig", "UpdatesConfig", "load_config"]
+__all__ = ["Config", "MqttConfig", "OutboxConfig", "UpdatesConfig", "load_config", "publish_policy"]
 
 ENV_PREFIX = "EDGE_AGENT_"
 MAX_THREADS = 64  # interpreter threads; far more than any board has cores

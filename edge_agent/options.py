@@ -33,6 +33,7 @@ _PUBLISH_FIELDS = {
     "mqtt_protocol": ("mqtt", "protocol"),
     "mqtt_keepalive": ("mqtt", "keepalive"),
     "only_on_change": ("mqtt", "only_on_change"),
+    "publish_policy": ("mqtt", "publish"),
     "ha_discovery": ("mqtt", "ha_discovery"),
     "stats_interval": ("mqtt", "stats_interval"),
     "outbox_max": ("outbox", "max_messages"),
@@ -93,8 +94,14 @@ _PUBLISH_OPTIONS = [
         help="Keepalive interval (default 60); the broker sends 'offline' after 1.5x this silence.",
     ),
     click.option(
-        "--only-on-change", is_flag=True, default=None, help="Publish a result only when the top-1 label changes."
+        "--publish",
+        "publish_policy",
+        default=None,
+        metavar="every|change|interval:S",
+        help="Which results to publish: every one (default), on a change of the top-1 label, "
+        "or at most one per S seconds. Stats count every frame.",
     ),
+    click.option("--only-on-change", is_flag=True, default=None, help="Same as --publish change."),
     click.option(
         "--ha-discovery",
         is_flag=True,

@@ -27,7 +27,7 @@ from edge_agent.bundled import demo_images, demo_model
 from edge_agent.capture.collect import start_collect
 from edge_agent.capture.sink import CaptureSink
 from edge_agent.config import Config
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, PublishError
 from edge_agent.inference.classifier import Classifier, build_classifier
 from edge_agent.inference.preprocess import Normalization
 from edge_agent.inference.runtime import TpuSettings
@@ -191,15 +191,22 @@ def run_service(
 
     Raises:
         ConfigError: an unusable state directory or broker URL.
-        PublishError: the broker refused the login or the TLS handshake failed at start-up.
+        PublishError: the broker refused the login or the TLS handshake failed at start-up, or a
+            publishing thread kept failing (see edge_agent.publishing.supervise).
         Whatever ``frame_loop`` raises (after the clean stop).
     """
     stop = stop or threading.Event()
     with StopSignals(stop):
         session: Optional[PublishingSession] = None
         sinks: List[Sink] = list(extra_sinks)
+        failures: List[str] = []
+
+        def publishing_failed(message: str) -> None:  # a worker that keeps failing stops the agent
+            failures.append(message)
+            stop.set()
+
         if config.mqtt.url:
-            session = PublishingSession(config, model_info).start()
+            session = PublishingSession(config, model_info, on_fatal=publishing_failed).start()
             sinks = session.sinks + sinks
         try:
             updates = _start_updates(config, session, classifier)
@@ -214,6 +221,8 @@ def run_service(
         finally:
             if session is not None:
                 session.stop(flush_timeout)
+    if failures:
+        raise PublishError(f"publishing failed: {failures[0]}")
     log.info("stopped")
 
 

@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
 from helpers.mosquitto import Mosquitto
 from helpers.subscriber import Subscriber, classification_ids
+
+from edge_agent.publishing.outbox import COMMIT_INTERVAL
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 
@@ -114,8 +117,11 @@ def test_results_accepted_before_a_sigkill_arrive_after_restart(
         first.wait_produced(100)
         mosquitto.stop()  # what follows can only survive in the outbox
         first.wait_produced(len(first.produced) + 200)
-        first.kill()
         produced = list(first.produced)
+        # The outbox commits in groups: a result is on disk at most COMMIT_INTERVAL after it was
+        # accepted. Every result accepted before this wait must survive the kill.
+        time.sleep(10 * COMMIT_INTERVAL)
+        first.kill()
         mosquitto.start()
         second = start_agent(agents, agent_env, "--count", "10")
         assert second.finish() == 0, second.stderr()

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Opens the CPU twin of a runtime whose Edge TPU stopped working (``--device auto`` only).
 CpuFallback = Callable[[Runtime], Runtime]
+_POOL_MAX = 8  # free input buffers kept; more are in flight only while the frame queue is full
 
 
 class Classifier:
@@ -63,6 +64,10 @@ class Classifier:
         self.k = k
         self.threshold = threshold
         self._lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._pool: List[np.ndarray] = []  # input buffers of _pool_owner, free for prepare()
+        self._pool_owner: Optional[Runtime] = None
+        self._lent: Set[int] = set()  # ids of pool buffers handed out by prepare()
         self.runtime = runtime
         self.labels = labels
         self.model = model
@@ -81,10 +86,32 @@ class Classifier:
         return rt.input_size, rt.channels, rt.input_dtype, rt.input_quant
 
     def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[Any, ...]]:
-        """Pre-process an RGB image for the current model; returns (tensor, input spec used)."""
+        """Pre-process an RGB image for the current model; returns (tensor, input spec used).
+
+        The tensor is an input buffer from a small pool that :meth:`classify` refills once the
+        interpreter has copied it, so a steady frame loop allocates no tensor-sized arrays.
+        """
+        runtime = self.runtime
         spec = self.input_spec()
         size, channels, dtype, quant = spec
-        return preprocess(image, size, channels, dtype, quant, self.norm, self.keep_aspect, self.resize), spec
+        with self._pool_lock:
+            if self._pool_owner is not runtime:
+                self._pool, self._pool_owner = [], runtime
+            buffer = self._pool.pop() if self._pool else runtime.new_input()
+            if len(self._lent) > 4 * _POOL_MAX:  # live sources drop queued frames: forget their buffers
+                self._lent.clear()
+            self._lent.add(id(buffer))
+        return preprocess(
+            image, size, channels, dtype, quant, self.norm, self.keep_aspect, self.resize, out=buffer
+        ), spec
+
+    def _recycle(self, runtime: Runtime, tensor: np.ndarray) -> None:
+        with self._pool_lock:
+            if id(tensor) not in self._lent:  # not one of ours: never reuse a caller's array
+                return
+            self._lent.discard(id(tensor))
+            if runtime is self._pool_owner and len(self._pool) < _POOL_MAX:
+                self._pool.append(tensor)
 
     def classify(
         self,
@@ -108,6 +135,7 @@ class Classifier:
                 tensor, _ = self.prepare(frame.image)
                 raw = runtime.invoke(tensor)
             t2 = time.perf_counter()
+        self._recycle(runtime, tensor)
         classes = top_k(dequantize(raw, runtime.output_quant), self.k, self.threshold, labels)
         inference_ms = (t2 - t1) * 1000
         total_ms = preprocess_ms + inference_ms + (time.perf_counter() - t2) * 1000

@@ -82,8 +82,9 @@ def quantize_input(pixels: np.ndarray, dtype: type, quant: Tuple[float, int], no
         return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
     info = np.iinfo(dtype)
     if norm.mean is None:
-        offset = 0 if dtype == np.uint8 else -128
-        return (pixels.astype(np.int16) + offset).astype(dtype)
+        if dtype == np.uint8:
+            return pixels  # the quantization covers the pixel range: nothing to compute, nothing to copy
+        return (pixels ^ np.uint8(0x80)).view(np.int8)  # x - 128 for every uint8 x, in one pass
     std = float(norm.std or 1.0)
     if scale > 0 and abs(scale * std - 1) < 1e-5 and abs(norm.mean - zero_point) < 1e-5 and dtype == np.uint8:
         return pixels.astype(np.uint8)
@@ -102,12 +103,36 @@ def preprocess(
     norm: Normalization,
     keep_aspect: bool = False,
     method: str = "fast",
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """RGB uint8 image (H, W, 3) -> input tensor (1, height, width, channels) of ``dtype``.
 
-    ``method``: ``fast`` or ``coral``, see :func:`resize`.
+    ``method``: ``fast`` or ``coral``, see :func:`resize`. With ``out`` (a C-contiguous array of
+    that shape and dtype) the tensor is written there and ``out`` is returned: for the common
+    uint8 model input and the fast resize, the resize writes straight into it, so a frame costs
+    no new tensor-sized array.
     """
+    if (
+        out is not None
+        and method == "fast"
+        and channels == 3
+        and dtype == np.uint8
+        and norm.mean is None
+        and not keep_aspect
+    ):
+        import cv2
+
+        width, height = size
+        if image.shape[:2] == (height, width):
+            np.copyto(out[0], image)
+        else:
+            cv2.resize(image, (width, height), dst=out[0], interpolation=cv2.INTER_LINEAR)
+        return out
     pixels = resize(image, size, keep_aspect, method)
     if channels == 1:
         pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).convert("L"))[..., None]
-    return quantize_input(pixels, dtype, quant, norm)[None]
+    tensor = quantize_input(pixels, dtype, quant, norm)[None]
+    if out is None:
+        return tensor
+    np.copyto(out, tensor)
+    return out

@@ -168,10 +168,25 @@ class Runtime:
         return int(self.input_shape[3])
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
-        """Run one inference on a (1, H, W, C) tensor of the input dtype; return the raw output (N,)."""
-        self.interpreter.set_tensor(self.input_index, tensor)
-        self.interpreter.invoke()
-        return np.asarray(self.interpreter.get_tensor(self.output_index)).reshape(-1).copy()
+        """Run one inference on a (1, H, W, C) tensor of the input dtype; return the raw output (N,).
+
+        The tensor is copied straight into the interpreter's own input buffer, and the output
+        into a new (N,) array the caller owns (a few bytes per class).
+        """
+        interp = self.interpreter
+        view = interp.tensor(self.input_index)()  # the interpreter's input buffer, no copy
+        if view.shape == tensor.shape and view.dtype == tensor.dtype:
+            view[...] = tensor
+            del view  # the interpreter refuses to run while a view of its buffers is alive
+        else:  # let the interpreter explain the mismatch
+            del view
+            interp.set_tensor(self.input_index, tensor)
+        interp.invoke()
+        return np.array(interp.get_tensor(self.output_index)).reshape(-1)
+
+    def new_input(self) -> np.ndarray:
+        """A new, zeroed array shaped and typed like the model's input, for pre-processing into."""
+        return np.zeros(self.input_shape, dtype=self.input_dtype)
 
 
 def _build(backend: Backend, path: Path, data: bytes, delegates: List[Any], threads: int, hw: str) -> Runtime:

@@ -4,17 +4,18 @@ Broker URLs and topic names are part of the release contract (:mod:`release_cont
 
 from __future__ import annotations
 
+import logging
 import random
 import select
 import socket
 import ssl
-from typing import Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_agent.config import MqttConfig
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, PublishError
 from release_contract.topics import BrokerAddress
 
 
@@ -110,3 +111,112 @@ def pump(client: paho.Client, wake: socket.socket, timeout: float) -> MQTTErrorC
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return rc
     return client.loop_misc()
+
+
+log = logging.getLogger(__name__)
+
+#: handler for an incoming control message: (topic, payload bytes) -> None
+MessageHandler = Callable[[str, bytes], None]
+
+
+def dispatch(subscriptions: Dict[str, Tuple[MessageHandler, int, int]], message: paho.MQTTMessage) -> None:
+    """Hand an incoming message to the handler of every matching subscription (pattern -> (handler,
+    byte limit, qos)). Oversized messages are dropped with a warning; a handler's exception is logged,
+    never raised: malformed input must never stop the agent."""
+    try:
+        topic = message.topic
+    except UnicodeDecodeError:
+        log.warning("dropped a message whose topic is not UTF-8")
+        return
+    for pattern, (handler, limit, _qos) in subscriptions.items():
+        if not paho.topic_matches_sub(pattern, topic):
+            continue
+        if len(message.payload) > limit:
+            log.warning(
+                "dropped a %s-byte message on %s: larger than the %s-byte limit", len(message.payload), topic, limit
+            )
+            continue
+        try:
+            handler(topic, bytes(message.payload))
+        except Exception:
+            log.exception("handler for %s failed on a message; message ignored", topic)
+
+
+AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
+KEEPALIVE_TIMEOUT = 141  # paho's reason code when it gave up waiting for the broker
+
+
+def refusal(addr: BrokerAddress, connack: Any, closed: bool) -> Optional[PublishError]:
+    """The error for a first connection the broker refused (``connack`` a failure reason code) or
+    closed before answering CONNECT (``closed``); None when neither happened."""
+    where = f"broker {addr.host}:{addr.port}"
+    if connack is not None and getattr(connack, "is_failure", False):
+        if getattr(connack, "value", None) in AUTH_CODES:
+            return PublishError(f"{where} refused the login: {connack}; check --mqtt-user and the password")
+        return PublishError(f"{where} refused the connection: {connack}")
+    if closed:
+        hint = (
+            "it may require a client certificate (--mqtt-cert/--mqtt-key) or refuse this one"
+            if addr.tls
+            else "if it is a TLS port, use mqtts://"
+        )
+        return PublishError(f"{where} closed the connection without answering the MQTT CONNECT: {hint}")
+    return None
+
+
+def close_abandoned_sockets(exc: BaseException) -> None:
+    """Close the sockets a failed ``connect()`` left open in its frames: paho does not close a TLS
+    socket whose handshake failed, and it would otherwise linger until garbage collection."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket) and value.fileno() != -1:
+                value.close()
+        tb = tb.tb_next
+
+
+def tls_refusal(addr: BrokerAddress, exc: OSError) -> Optional[PublishError]:
+    """The error for an ``mqtts://`` connection the server reset during the TLS handshake (a plain
+    MQTT port does that), else None."""
+    if addr.tls and isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return PublishError(
+            f"TLS connection to {addr.host}:{addr.port} failed: the server closed it during the handshake "
+            f"({describe_error(exc)}); is it a plain MQTT port? use mqtt:// or the broker's TLS port"
+        )
+    return None
+
+
+class SessionWatch:
+    """Notices a broker that keeps closing the connection soon after accepting it: the sign of a
+    second client with the same client id (each connection takes the session over from the
+    other, so both flap between online and offline), and sets the reconnect delays for it.
+
+    :meth:`lost` returns True once per streak, when ``limit`` connections in a row lasted less
+    than ``short`` seconds; from then on ``backoff`` grows to ``clash_cap`` seconds. Short-lived
+    connections do not reset ``backoff``; a connection that lasts ``short`` seconds restores it."""
+
+    def __init__(self, backoff: Backoff, short: float = 5.0, limit: int = 3, clash_cap: float = 300.0) -> None:
+        self.backoff, self.short, self.limit, self.clash_cap = backoff, short, limit, clash_cap
+        self.normal_cap = backoff.cap
+        self.short_lived = 0
+        self._since: Optional[float] = None
+
+    def connected(self, now: float) -> None:
+        """A CONNACK accepted the connection at ``now`` (monotonic seconds)."""
+        self._since = now
+        if self.short_lived == 0:
+            self.backoff.reset()
+
+    def lost(self, now: float) -> bool:
+        """The connection ended at ``now``; True when this makes a clash likely (first time only)."""
+        if self._since is None:
+            return False
+        lived, self._since = now - self._since, None
+        if lived >= self.short:
+            self.short_lived = 0
+            self.backoff.cap = self.normal_cap
+            return False
+        self.short_lived += 1
+        if self.short_lived >= self.limit:
+            self.backoff.cap = max(self.normal_cap, self.clash_cap)
+        return self.short_lived == self.limit

@@ -1,19 +1,14 @@
 """Publishing to an MQTT broker: every result delivered, through outages and crashes.
 
 Results go through the :class:`~edge_agent.publishing.outbox.Outbox` first (:meth:`MqttPublisher.enqueue`,
-a local SQLite commit that never waits for the network). One network thread owns the
-connection and is the only one that writes to it: it sends the outbox's messages in order
-(at most ``window`` awaiting acknowledgement), deletes each row when the broker acknowledges
-it, reconnects with exponential backoff (capped, with jitter) and logs one line per state
-change. Topics, per device, under a prefix (default ``edgetpu``)::
-
-    <prefix>/<device>/classification   one JSON result per frame (schema edgetpu.classification/1)
-    <prefix>/<device>/status           retained "online" (birth) / "offline" (last will, clean stop)
-    <prefix>/<device>/model            retained JSON naming the active model
-    <prefix>/<device>/stats            periodic JSON (see edge_agent.publishing.stats)
+never waiting for the network or the disk). One supervised network thread owns the connection
+and is the only one that writes to it: it sends the outbox's messages in order (at most
+``window`` awaiting acknowledgement), hands each acknowledged one back to the outbox,
+reconnects with exponential backoff (capped, with jitter) and logs one line per state change.
+Topics: :class:`release_contract.topics.Topics`.
 
 Errors: a bad URL raises ConfigError; a refused login or a TLS failure at start-up raises
-PublishError; a broker that is merely unreachable is not an error (results queue up).
+PublishError; a broker that is unreachable or silent is not an error (results queue up).
 """
 
 from __future__ import annotations
@@ -31,16 +26,30 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError, PublishError
-from edge_agent.publishing.broker import Backoff, describe_error, make_paho_client, pump
-from edge_agent.publishing.outbox import Message, Outbox
+from edge_agent.publishing.broker import (
+    AUTH_CODES,
+    KEEPALIVE_TIMEOUT,
+    Backoff,
+    MessageHandler,
+    SessionWatch,
+    close_abandoned_sockets,
+    describe_error,
+    dispatch,
+    make_paho_client,
+    pump,
+    refusal,
+    tls_refusal,
+)
+from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.sender import OutboxSender
+from edge_agent.publishing.supervise import Fatal, supervised
 from release_contract.topics import BrokerUrlError, Topics, parse_broker_url
 
 log = logging.getLogger(__name__)
 
-#: handler for an incoming control message: (topic, payload bytes) -> None
-MessageHandler = Callable[[str, bytes], None]
-_AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
+# s: after sending, the network thread looks again this soon; enqueue() does not wake it more often,
+# so a burst of results costs one wake-up per COALESCE rather than one per result.
+COALESCE = 0.002
 
 
 class MqttPublisher:
@@ -57,6 +66,8 @@ class MqttPublisher:
         outbox: where results wait for acknowledgement.
         window: how many messages may await acknowledgement at once.
         backoff: reconnect delays (default 0.5 s doubling up to 30 s).
+        on_fatal: called with a message when the network thread keeps failing (see
+            :mod:`edge_agent.publishing.supervise`); the service then stops the agent.
     """
 
     def __init__(
@@ -67,6 +78,7 @@ class MqttPublisher:
         *,
         window: int = 100,
         backoff: Optional[Backoff] = None,
+        on_fatal: Optional[Fatal] = None,
     ) -> None:
         if config.url is None:
             raise ConfigError("mqtt.url is not set (example: mqtt://localhost:1883)")
@@ -79,6 +91,10 @@ class MqttPublisher:
         self.outbox = outbox
         self._window = window
         self._backoff = backoff or Backoff()
+        self._on_fatal = on_fatal
+        self._watch = SessionWatch(self._backoff)
+        self._disconnect_reason: Optional[int] = None
+        self._need_connect = False
         self._model_payload: Optional[bytes] = None
         self._subscriptions: Dict[str, Tuple[MessageHandler, int, int]] = {}
         self._connect_hooks: List[Callable[[MqttPublisher], None]] = []
@@ -89,6 +105,7 @@ class MqttPublisher:
         self._closing = False
         self._starting = False
         self._sleeping = False  # the network thread waits on its sockets: enqueue() must wake it
+        self._last_kick = 0.0  # monotonic time enqueue() last woke the network thread
         self._net_ident = 0
         self._publishing_done = threading.Event()
         self._stop_publishing = threading.Event()
@@ -100,7 +117,6 @@ class MqttPublisher:
         for sock in self._wake_pair:
             sock.setblocking(False)
 
-    # ---- set-up -----------------------------------------------------------------------------------
     def _make_client(self, device_id: str) -> paho.Client:
         client = make_paho_client(self.config, self.address, device_id, self.topics.status, self._window)
         client.on_connect = self._on_connect
@@ -132,7 +148,6 @@ class MqttPublisher:
         if self._connected.is_set():
             self._client.subscribe(topic, qos)
 
-    # ---- lifecycle ----------------------------------------------------------------------------
     def start(self, connect_timeout: float = 10.0) -> None:
         """Connect once (synchronously) and start the network thread.
 
@@ -145,36 +160,24 @@ class MqttPublisher:
         try:
             up, closed = self._first_connect(connect_timeout)
             code = self._connack
-            if code is not None and getattr(code, "is_failure", False):
-                if getattr(code, "value", None) in _AUTH_CODES:
-                    raise PublishError(
-                        f"broker {addr.host}:{addr.port} refused the login: {code}; check --mqtt-user and the password"
-                    )
-                raise PublishError(f"broker {addr.host}:{addr.port} refused the connection: {code}")
-            if closed:
-                hint = (
-                    "it may require a client certificate (--mqtt-cert/--mqtt-key) or refuse this one"
-                    if addr.tls
-                    else "if it is a TLS port, use mqtts://"
-                )
-                raise PublishError(
-                    f"broker {addr.host}:{addr.port} closed the connection without answering the MQTT CONNECT: {hint}"
-                )
+            error = refusal(addr, code, closed)
+            if error is not None:
+                raise error
         except PublishError:
             self._close_sockets()
             raise
         finally:
             self._starting = False
-        need_connect = not up
+        self._need_connect = not up
         if not up and code is None:
             self._set_state("disconnected", f"broker {addr.host}:{addr.port} did not answer; retrying")
-        thread = threading.Thread(target=self._run_network, args=(need_connect,), name="mqtt", daemon=True)
+        work = supervised("MQTT network", self._run_network, self._stop_network, self._on_fatal)
+        thread = threading.Thread(target=work, name="mqtt", daemon=True)
         thread.start()
         self._threads.append(thread)
 
     def _close_sockets(self) -> None:
-        # paho closes its socket only when the client is garbage collected; close it (and the
-        # wake-up pair) now so a stopped or failed publisher holds no descriptors.
+        # paho closes its socket only when garbage collected: close it and the wake-up pair now.
         reset = getattr(self._client, "_reset_sockets", None)
         if reset is not None:
             reset()
@@ -182,8 +185,7 @@ class MqttPublisher:
             sock.close()
 
     def _request_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # paho queued a packet (publish/subscribe/disconnect from any thread): wake the network
-        # thread, the only one that writes to the broker's socket, so packets never interleave.
+        # paho queued a packet from any thread: wake the network thread, the only writer.
         if threading.get_ident() != self._net_ident:  # on that thread, _pump writes next anyway
             self._kick()
 
@@ -199,14 +201,21 @@ class MqttPublisher:
             deadline = time.monotonic() + timeout
             while self._connack is None and time.monotonic() < deadline:
                 if self._pump(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    return self._connected.is_set(), self._connack is None
+                    # paho gave up waiting (keepalive shorter than the timeout): silent, not closed
+                    silent = self._disconnect_reason == KEEPALIVE_TIMEOUT
+                    return self._connected.is_set(), self._connack is None and not silent
             return self._connected.is_set(), False
         except ssl.SSLError as exc:
+            close_abandoned_sockets(exc)
             raise PublishError(
                 f"TLS connection to {addr.host}:{addr.port} failed: {describe_error(exc)}; "
                 f"check --mqtt-ca and the broker's certificate"
             ) from exc
         except OSError as exc:
+            close_abandoned_sockets(exc)
+            error = tls_refusal(addr, exc)
+            if error is not None:
+                raise error from exc
             self._set_state(
                 "disconnected",
                 f"broker {addr.host}:{addr.port} unreachable ({describe_error(exc)}); results are queued in the outbox",
@@ -249,19 +258,20 @@ class MqttPublisher:
         """True while a CONNACK-accepted session is up."""
         return self._connected.is_set()
 
-    # ---- publishing ---------------------------------------------------------------------------
     def enqueue(self, topic: str, payload: bytes, qos: Optional[int] = None) -> int:
-        """Store a message in the outbox (durable once this returns) and wake the network thread.
+        """Store a message in the outbox and wake the network thread; the outbox commits it within
+        a few milliseconds (its group commit), after which it survives a crash.
 
-        Never waits for the network. Returns the outbox sequence number; raises
-        ``sqlite3.Error`` only when the disk refuses the write.
+        Never waits for the network or the disk. Returns the outbox sequence number.
         """
-        qos = self.config.qos if qos is None else qos
-        seq = self.outbox.put(topic, payload, qos)
-        self._sender.add(Message(seq, topic, payload, qos, False))
+        message = self.outbox.stage(topic, payload, self.config.qos if qos is None else qos)
+        self._sender.add(message)
         if self._sleeping:
-            self._kick()
-        return seq
+            now = time.monotonic()
+            if now - self._last_kick >= COALESCE:  # else the thread wakes within COALESCE anyway
+                self._last_kick = now
+                self._kick()
+        return message.seq
 
     def _kick(self) -> None:
         """Wake the network thread from its wait on the sockets."""
@@ -277,11 +287,13 @@ class MqttPublisher:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    # ---- network thread and paho callbacks --------------------------------------------------
-    def _run_network(self, need_connect: bool) -> None:
+    def _run_network(self) -> None:
+        """The network thread's loop (run under :func:`supervised`, so it may start again)."""
         addr = self.address
         self._net_ident = threading.get_ident()
+        need_connect = self._need_connect or self._client.socket() is None
         while not self._stop_network.is_set():
+            self._need_connect = need_connect
             if need_connect:
                 if self._closing:
                     return
@@ -290,6 +302,7 @@ class MqttPublisher:
                     self._client.connect(addr.host, addr.port, self.config.keepalive)
                     need_connect = False
                 except OSError as exc:  # includes ssl.SSLError and name resolution
+                    close_abandoned_sockets(exc)
                     self._set_state(
                         "disconnected",
                         f"cannot reach broker {addr.host}:{addr.port}: {describe_error(exc)}; retrying with backoff",
@@ -298,7 +311,11 @@ class MqttPublisher:
                     self._stop_network.wait(self._backoff.next())
                     continue
             stopping = self._stop_publishing.is_set()
-            timeout = self._sender.step(sending=self._connected.is_set() and not stopping, stopping=stopping)
+            sending = self._connected.is_set() and not stopping
+            was_fresh = sending and self._sender.has_fresh
+            timeout = self._sender.step(sending=sending, stopping=stopping)
+            if was_fresh:  # results are flowing: look again soon (see COALESCE)
+                timeout = min(timeout, COALESCE)
             if stopping:
                 self._publishing_done.set()  # acknowledged rows are deleted: stop() may go on
             self._sleeping = True
@@ -324,12 +341,14 @@ class MqttPublisher:
         self._connack = reason_code
         addr = self.address
         if reason_code.is_failure:
-            self._set_state(
-                "disconnected",
-                f"broker {addr.host}:{addr.port} refused the connection: {reason_code}; retrying with backoff",
-            )
+            if not self._starting:  # at start-up, start() reports the refusal as an error instead
+                what = "login" if getattr(reason_code, "value", None) in AUTH_CODES else "connection"
+                self._set_state(
+                    "disconnected",
+                    f"broker {addr.host}:{addr.port} refused the {what}: {reason_code}; trying again later",
+                )
             return
-        self._backoff.reset()
+        self._watch.connected(time.monotonic())  # resets the reconnect delays unless clashing
         client.publish(self.topics.status, b"online", qos=1, retain=True)
         if self._model_payload is not None:
             client.publish(self.topics.model, self._model_payload, qos=1, retain=True)
@@ -347,6 +366,18 @@ class MqttPublisher:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
+        self._disconnect_reason = getattr(reason_code, "value", None)
+        if self._watch.lost(time.monotonic()):  # the delays now grow to 5 minutes
+            log.warning(
+                "broker %s:%s closed the connection %s times within %.0f s of accepting it: another client "
+                "probably uses the same client id (two agents with --device-id %s?); give each a unique "
+                "device id. Waiting up to 5 minutes between attempts",
+                self.address.host,
+                self.address.port,
+                self._watch.limit,
+                self._watch.short,
+                self.topics.device,
+            )
         if not (self._closing or self._starting):
             self._set_state(
                 "disconnected",
@@ -361,24 +392,6 @@ class MqttPublisher:
         self._sender.acknowledged(mid, refused)  # on the network thread: the next step collects it
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            log.warning("dropped a message whose topic is not UTF-8")
-            return
         with self._lock:
-            handlers = [
-                (h, limit)
-                for pattern, (h, limit, _q) in self._subscriptions.items()
-                if paho.topic_matches_sub(pattern, topic)
-            ]
-        for handler, limit in handlers:
-            if len(message.payload) > limit:
-                log.warning(
-                    "dropped a %s-byte message on %s: larger than the %s-byte limit", len(message.payload), topic, limit
-                )
-                continue
-            try:
-                handler(topic, bytes(message.payload))
-            except Exception:  # malformed input must never stop the agent
-                log.exception("handler for %s failed on a message; message ignored", topic)
+            subs = dict(self._subscriptions)
+        dispatch(subs, message)

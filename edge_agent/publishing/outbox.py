@@ -1,37 +1,55 @@
 """A durable, size-bounded queue of messages waiting for the broker's acknowledgement.
 
-Every classification result is written here *before* it is sent, and its row is
-deleted only when the broker acknowledges it (QoS 1/2) or the message has been
-handed to the network (QoS 0). The queue is an SQLite database in WAL mode with
-``synchronous=NORMAL``: a committed row survives a crash or SIGKILL of the agent
-(the write-ahead log is in the operating system's hands once the commit
-returns); only a power cut can lose the last few commits.
+Every classification result is written here *before* it is acknowledged, and its row is
+deleted only when the broker acknowledges it (QoS 1/2) or the message has been handed to the
+network (QoS 0). The queue is an SQLite database in WAL mode with ``synchronous=NORMAL``.
 
-Policy when full: the queue holds at most ``max_messages`` rows. Adding one more
-drops the *oldest* rows first and adds them to a persistent ``dropped`` counter
-(published in the stats message), so a long outage keeps the most recent results.
+Group commit: :meth:`Outbox.stage` and :meth:`Outbox.discard` only record the change in
+memory; a committer thread writes everything recorded in one transaction at most
+``commit_interval`` seconds (5 ms) after the first change of a group. A staged message
+therefore survives a crash or SIGKILL of the agent once that commit has returned, so a
+SIGKILL can lose at most the last ``commit_interval`` of results (a few at 30 frames/s);
+only a power cut can lose more (the last few commits). A message acknowledged before its
+group was committed is never written at all. :meth:`Outbox.put` and :meth:`Outbox.delete`
+commit at once.
 
-Thread safety: one :class:`Outbox` may be used from several threads (the frame
-loop adds, the publisher reads and deletes); calls are serialised by a lock.
+Policy when full: the queue holds at most ``max_messages`` rows. Past that the *oldest*
+rows are dropped and added to a persistent ``dropped`` counter (published in the stats
+message), so a long outage keeps the most recent results.
+
+A disk that refuses writes (full, I/O error) never stops the agent: the committer logs
+one line, keeps up to :data:`PENDING_MAX` messages in memory (dropping and counting the
+oldest past that), retries every second and logs again when the disk takes writes again.
+
+One agent per outbox: the file is locked (``<outbox>.lock``) while open; a second opener
+gets a ConfigError.
+
+Thread safety: every method may be called from any thread; calls are serialised by a lock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Set, Union
 
 from edge_agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGES = 100_000
+COMMIT_INTERVAL = 0.005  # s: the most a staged change waits for its commit (the SIGKILL window)
+PENDING_MAX = 10_000  # messages held in memory while the disk refuses writes
+RETRY_INTERVAL = 1.0  # s between commits while the disk refuses writes
+CHECKPOINT_INTERVAL = 1.0  # s from a commit to the checkpoint that syncs it to disk
 _WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
 _INLINE_CHECKPOINT_EVERY = 20_000  # commits; bounds the log when checkpoint() is never called
+_COLUMNS = {"seq", "topic", "payload", "qos", "retain", "created"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -61,25 +79,55 @@ class Message:
     retain: bool
 
 
+def _lock_file(path: Path) -> Optional[int]:
+    """Take an exclusive lock on ``path`` (created); return its descriptor. Raises ConfigError when
+    another process holds it. Returns None where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ConfigError(
+            f"the outbox {path.with_suffix('')} is in use by another edge-agent (pid {holder}): "
+            "run one agent per state directory (--state-dir)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class Outbox:
-    """A persistent FIFO of MQTT messages in an SQLite file.
+    """A persistent FIFO of MQTT messages in an SQLite file, committed in groups.
 
     Args:
         path: the database file (created with its directory when missing).
         max_messages: the size bound; when exceeded, the oldest rows are dropped.
+        commit_interval: the group-commit window in seconds.
 
     Raises:
-        ConfigError: the file cannot be created or opened, or is not an outbox.
+        ConfigError: the file cannot be created or opened, is not an outbox, or another
+            agent has it open.
     """
 
-    def __init__(self, path: Union[str, Path], max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+    def __init__(
+        self, path: Union[str, Path], max_messages: int = DEFAULT_MAX_MESSAGES, commit_interval: float = COMMIT_INTERVAL
+    ) -> None:
         if max_messages < 1:
             raise ConfigError(f"outbox max_messages must be at least 1, got {max_messages}")
         self.path = Path(path)
         self.max_messages = max_messages
+        self.commit_interval = commit_interval
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._lock_fd: Optional[int] = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock_file(self.path.with_name(self.path.name + ".lock"))
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -88,93 +136,200 @@ class Outbox:
             # No checkpoints (and their fsyncs) on the writer's thread: see checkpoint().
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(_SCHEMA)
-            self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            self._check_schema()
+            self._rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            last = self._db.execute(
+                "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM outbox UNION ALL "
+                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox')"
+            ).fetchone()[0]
+            self._dropped = int(self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0])
+        except ConfigError:
+            self._unlock()
+            raise
         except (OSError, sqlite3.Error) as exc:
+            self._unlock()
             raise ConfigError(
                 f"cannot open the outbox {self.path}: {exc} (check the state directory and its permissions)"
             ) from exc
+        self._next_seq = int(last or 0) + 1
+        self._pending: Dict[int, Message] = {}  # staged inserts, in seq order (dicts keep insertion order)
+        self._deletes: Set[int] = set()  # staged deletes of committed rows
+        self._dropped_unsaved = 0  # dropped while the disk refused writes, not yet in the counter
+        self._failing: Optional[str] = None  # the disk's refusal while commits fail
         self._closed = False
         self._checkpointer: Optional[sqlite3.Connection] = None
-        self._puts_since_checkpoint = 0
-        if self._count:
-            log.info("outbox %s holds %s unsent messages from an earlier run", self.path, self._count)
+        self._commits_since_checkpoint = 0
+        self._committer = threading.Thread(target=self._run_committer, name="outbox-commit", daemon=True)
+        self._committer.start()
+        if self._rows:
+            log.info("outbox %s holds %s unsent messages from an earlier run", self.path, self._rows)
+
+    def _check_schema(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if not _COLUMNS <= columns:
+            raise ConfigError(
+                f"{self.path} is not an edge-agent outbox (its outbox table has columns "
+                f"{', '.join(sorted(columns))}): move it away or use another --state-dir"
+            )
+
+    # ---- writing ------------------------------------------------------------------------------
+    def stage(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Message:
+        """Append a message; it is committed within ``commit_interval`` s. Never touches the disk."""
+        with self._lock:
+            msg = Message(self._next_seq, topic, payload, qos, retain)
+            self._next_seq += 1
+            first = not self._pending and not self._deletes
+            self._pending[msg.seq] = msg
+            if len(self._pending) > PENDING_MAX:  # only while the disk refuses writes
+                del self._pending[next(iter(self._pending))]
+                self._dropped_unsaved += 1
+            if first:
+                self._wake.notify()
+            return msg
 
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
-        """Append a message and commit it; return its sequence number.
+        """Append a message and commit it now; return its sequence number.
 
-        When the outbox is full, the oldest messages are deleted in the same
-        transaction and counted as dropped. Raises ``sqlite3.Error`` when the
-        disk refuses the write (full disk, I/O error).
+        Raises ``sqlite3.Error`` when the disk refuses the write (the message stays staged).
+        """
+        seq = self.stage(topic, payload, qos, retain).seq
+        self.commit()
+        return seq
+
+    def discard(self, seqs: Iterable[int]) -> None:
+        """Record that these messages were acknowledged; deleted with the next commit."""
+        with self._lock:
+            first = not self._pending and not self._deletes
+            for seq in seqs:
+                if self._pending.pop(seq, None) is None and seq < self._next_seq:
+                    self._deletes.add(seq)
+            if first and self._deletes:
+                self._wake.notify()
+
+    def delete(self, seqs: Iterable[int]) -> int:
+        """Delete the given messages now (acknowledged by the broker); return how many were present."""
+        wanted = set(int(s) for s in seqs)
+        with self._lock:
+            staged = sum(1 for s in wanted if s in self._pending)
+        self.discard(wanted)
+        return staged + self.commit()
+
+    def commit(self) -> int:
+        """Write every staged change in one transaction; return how many committed rows it deleted.
+
+        Raises ``sqlite3.Error`` when the disk refuses (the changes stay staged for the next try).
         """
         with self._lock:
+            if self._closed or not (self._pending or self._deletes or self._dropped_unsaved):
+                return 0
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                cur = db.execute(
-                    "INSERT INTO outbox (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)",
-                    (topic, payload, qos, int(retain), time.time()),
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT INTO outbox (seq, topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(m.seq, m.topic, m.payload, m.qos, int(m.retain), time.time()) for m in self._pending.values()],
                 )
-                seq = int(cur.lastrowid or 0)
-                excess = self._count + 1 - self.max_messages
-                if excess > 0:
+                before = db.total_changes
+                db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in self._deletes])
+                removed = db.total_changes - before
+                rows = self._rows + len(self._pending) - removed
+                dropped = self._dropped_unsaved
+                if rows > self.max_messages:
                     oldest = "SELECT seq FROM outbox ORDER BY seq LIMIT ?"
-                    db.execute(f"DELETE FROM outbox WHERE seq IN ({oldest})", (excess,))  # noqa: S608
-                    db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (excess,))
+                    cur = db.execute(f"DELETE FROM outbox WHERE seq IN ({oldest})", (rows - self.max_messages,))  # noqa: S608
+                    rows -= cur.rowcount
+                    dropped += cur.rowcount
+                if dropped:
+                    db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (dropped,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite has already rolled back after SQLITE_FULL
+                    db.execute("ROLLBACK")
                 raise
-            self._count += 1 - max(excess, 0)
-            self._puts_since_checkpoint += 1
-            if self._puts_since_checkpoint >= _INLINE_CHECKPOINT_EVERY:  # nobody calls checkpoint()
-                self._puts_since_checkpoint = 0
+            self._rows = rows
+            self._dropped += dropped - self._dropped_unsaved
+            self._dropped_unsaved = 0
+            self._pending.clear()
+            self._deletes.clear()
+            self._commits_since_checkpoint += 1
+            if self._commits_since_checkpoint >= _INLINE_CHECKPOINT_EVERY:  # nobody calls checkpoint()
+                self._commits_since_checkpoint = 0
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            if excess > 0:
-                log.debug("outbox full (%s messages): dropped the oldest %s", self.max_messages, excess)
-            return seq
+            return removed
 
+    def _run_committer(self) -> None:
+        """The group committer: wait for a first change, let the group gather, commit it; about
+        once a second after commits, checkpoint (the disk sync), here rather than on the network
+        thread, so sending never waits for the disk."""
+        checkpoint_at: Optional[float] = None  # when the commits since the last checkpoint are due
+        while True:
+            with self._lock:
+                while not self._closed and not (self._pending or self._deletes or self._dropped_unsaved):
+                    wait = None if checkpoint_at is None else max(0.0, checkpoint_at - time.monotonic())
+                    if not self._wake.wait(wait) and checkpoint_at is not None:
+                        break  # idle, with commits to sync
+                if self._closed:
+                    return
+            if checkpoint_at is not None and time.monotonic() >= checkpoint_at:
+                self.checkpoint()
+                checkpoint_at = None
+                continue
+            time.sleep(self.commit_interval if self._failing is None else RETRY_INTERVAL)
+            try:
+                self.commit()
+            except sqlite3.Error as exc:
+                if self._failing is None:
+                    log.error(
+                        "cannot write to the outbox %s (%s): holding up to %s results in memory and retrying",
+                        self.path,
+                        exc,
+                        PENDING_MAX,
+                    )
+                self._failing = str(exc)
+                continue
+            except Exception:  # never let the committer die silently: log and go on
+                log.exception("outbox commit failed unexpectedly; retrying")
+                time.sleep(RETRY_INTERVAL)
+                continue
+            if self._failing is not None:
+                log.warning("the outbox %s takes writes again", self.path)
+                self._failing = None
+            if checkpoint_at is None:
+                checkpoint_at = time.monotonic() + CHECKPOINT_INTERVAL
+
+    # ---- reading ------------------------------------------------------------------------------
     def peek(self, after_seq: int = 0, limit: int = 100) -> List[Message]:
-        """Return up to ``limit`` messages with ``seq > after_seq``, oldest first."""
+        """Return up to ``limit`` messages with ``seq > after_seq``, oldest first (staged ones included)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, topic, payload, qos, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [Message(int(s), str(t), bytes(p), int(q), bool(r)) for s, t, p, q, r in rows]
+            found = [Message(int(s), str(t), bytes(p), int(q), bool(r)) for s, t, p, q, r in rows]
+            found = [m for m in found if m.seq not in self._deletes]
+            staged = [m for m in self._pending.values() if m.seq > after_seq]
+        return sorted(found + staged, key=lambda m: m.seq)[:limit]
 
-    def delete(self, seqs: Iterable[int]) -> int:
-        """Delete the given messages (acknowledged by the broker); return how many were present."""
-        batch = [(int(s),) for s in seqs]
-        if not batch:
-            return 0
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                before = db.total_changes
-                db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
-                removed = db.total_changes - before
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            self._count -= removed
-            return removed
+    @property
+    def failing(self) -> Optional[str]:
+        """The disk's last refusal while commits fail, else None."""
+        return self._failing
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database (with its fsync) on the calling thread.
 
-        The MQTT network thread calls this about once a second, so the frame loop's commits
-        never wait for a disk sync. It uses its own connection and does not block writers.
+        The committer thread calls this about once a second after commits, so neither the frame
+        loop nor the network thread waits for a disk sync. It uses its own connection and does not
+        block writers.
         """
         if self._closed:
             return
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._checkpointer.execute("PRAGMA busy_timeout=5000")
         try:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+                self._checkpointer.execute("PRAGMA busy_timeout=5000")
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self._puts_since_checkpoint = 0
+            self._commits_since_checkpoint = 0
             wal = self.path.with_name(self.path.name + "-wal")
             if wal.exists() and wal.stat().st_size > _WAL_TRUNCATE_BYTES:
                 # A writer that never pauses keeps a passive checkpoint from finishing, so the log
@@ -184,21 +339,27 @@ class Outbox:
             log.warning("outbox checkpoint failed: %s", exc)
 
     def __len__(self) -> int:
-        """The number of messages waiting (the queue depth)."""
-        return self._count
+        """The number of messages waiting (the queue depth), committed or staged."""
+        return max(0, self._rows + len(self._pending) - len(self._deletes))
 
     @property
     def dropped(self) -> int:
-        """How many messages the size bound has dropped since the outbox was created."""
-        with self._lock:
-            return int(self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0])
+        """How many messages the size bound (or a full disk) has dropped since the outbox was created."""
+        return self._dropped + self._dropped_unsaved
 
     def close(self) -> None:
-        """Checkpoint the write-ahead log and close the database; idempotent."""
+        """Commit what is staged, checkpoint the write-ahead log and close the database; idempotent."""
+        try:
+            self.commit()
+        except sqlite3.Error as exc:
+            log.error("could not commit %s results to the outbox before closing: %s", len(self._pending), exc)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._wake.notify_all()
+        self._committer.join(timeout=5)
+        with self._lock:
             if self._checkpointer is not None:
                 self._checkpointer.close()
             try:
@@ -206,6 +367,12 @@ class Outbox:
             except sqlite3.Error as exc:
                 log.warning("outbox checkpoint failed: %s", exc)
             self._db.close()
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     def __enter__(self) -> Outbox:
         return self

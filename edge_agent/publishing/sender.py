@@ -8,7 +8,6 @@ thread calls :meth:`OutboxSender.step` between two waits on the socket.
 from __future__ import annotations
 
 import collections
-import time
 from typing import Deque, Dict, List, Tuple
 
 import paho.mqtt.client as paho
@@ -16,9 +15,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from edge_agent.publishing.outbox import Message, Outbox
 
-DELETE_BATCH = 500  # acknowledged rows deleted per commit at most ...
-DELETE_INTERVAL = 0.1  # ... and at least this often (s); a crash in between only resends them
-CHECKPOINT_INTERVAL = 1.0  # s between outbox checkpoints (see Outbox.checkpoint)
+IDLE_WAIT = 1.0  # s: the longest the network thread sleeps with nothing to do (the socket wakes it sooner)
 FRESH_MAX = 10_000  # messages handed over in memory; past this the sender reads the outbox
 _SENT = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # QoS>0: paho keeps it either way
 
@@ -43,8 +40,6 @@ class OutboxSender:
         self._inflight: Dict[int, int] = {}  # paho mid -> outbox seq
         self._done: List[int] = []  # acknowledged seqs, deleted in batches
         self._last_seq = 0  # highest seq handed to paho
-        self._flush_at = 0.0
-        self._checkpoint_at = time.monotonic() + CHECKPOINT_INTERVAL
 
     def add(self, message: Message) -> None:
         """Take a message just committed to the outbox, so it need not be read back."""
@@ -63,9 +58,10 @@ class OutboxSender:
         self._acked.append((mid, refused))
 
     def step(self, sending: bool, stopping: bool = False) -> float:
-        """Collect acknowledgements, hand the next messages to paho when ``sending``, delete
-        acknowledged rows in batches (all of them when ``stopping``), checkpoint the outbox about
-        once a second. Returns how long the caller may wait before the next step (s)."""
+        """Collect acknowledgements, hand the next messages to paho when ``sending``, pass
+        acknowledged rows to the outbox's group commit (which also checkpoints the outbox).
+        Returns how long the caller may wait before the next step (s); ``stopping`` is kept for
+        callers and changes nothing now that acknowledgements are handed over at every step."""
         inflight, done = self._inflight, self._done
         while self._acked:
             mid, refused = self._acked.popleft()
@@ -84,21 +80,16 @@ class OutboxSender:
                 self._backlog = True  # not sent: read it (and what follows) from the outbox again
                 break
             self._last_seq = msg.seq
-        now = time.monotonic()
-        if done and (len(done) >= DELETE_BATCH or now >= self._flush_at or not inflight or stopping):
+        if done:  # in memory: the outbox's group commit deletes them (or never writes them)
             self.flush()
-            self._flush_at = now + DELETE_INTERVAL
-        if now >= self._checkpoint_at:  # the disk sync happens here, never on the frame loop's thread
-            self.outbox.checkpoint()
-            self._checkpoint_at = now + CHECKPOINT_INTERVAL
         if sending and len(inflight) < self.window and (self._fresh or self._backlog or self._fresh_overflow):
             return 0.0  # more to send
-        return DELETE_INTERVAL if (done or inflight) else 0.2
+        return IDLE_WAIT
 
     def flush(self) -> None:
-        """Delete the acknowledged rows now."""
+        """Hand the acknowledged rows to the outbox's next group commit."""
         if self._done:
-            self.outbox.delete(self._done)
+            self.outbox.discard(self._done)
             self._done.clear()
 
     def _next_batch(self, room: int) -> List[Message]:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from edge_agent.errors import ConfigError
 from release_contract.topics import BrokerUrlError, parse_broker_url
+
+
+def publish_policy(value: str) -> Tuple[str, float]:
+    """Parse ``mqtt.publish``: ``every`` (each result), ``change`` (the top-1 label changes, or the
+    top-1 score crosses the threshold, which leaves no label) or ``interval:SECONDS`` (at most one
+    result per SECONDS). Returns (mode, seconds); raises ConfigError."""
+    text = str(value).strip().lower()
+    if text in ("every", "change"):
+        return text, 0.0
+    if text.startswith("interval:"):
+        try:
+            seconds = float(text[len("interval:") :])
+        except ValueError:
+            seconds = -1.0
+        if seconds > 0 and math.isfinite(seconds):
+            return "interval", seconds
+    raise ConfigError(f"mqtt.publish must be every, change or interval:SECONDS (SECONDS > 0), got {value!r}")
 
 
 @dataclass
@@ -25,7 +43,8 @@ class MqttConfig:
     protocol: str = "3.1.1"  # "3.1.1" or "5"
     keepalive: int = 60  # seconds
     client_id: Optional[str] = None  # default: edge-agent-<device id>
-    only_on_change: bool = False  # publish a result only when the top-1 label changes
+    publish: str = "every"  # every | change | interval:SECONDS (see publish_policy)
+    only_on_change: bool = False  # the older spelling of publish = "change"
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
     stats_interval: float = 30.0  # seconds between stats messages; 0 = none
@@ -33,6 +52,7 @@ class MqttConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
+        publish_policy(self.publish)
         if self.qos not in (0, 1, 2):
             raise ConfigError(f"mqtt.qos must be 0, 1 or 2, got {self.qos}")
         if self.protocol not in ("3.1.1", "5"):
