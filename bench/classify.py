@@ -126,10 +126,10 @@ def raw_invoke_fps(interp: Any, frames: int) -> float:
 
 def agent_fps(classifier: Any, source: Any) -> float:
     """The agent's frame loop over ``source`` with ``classifier``: frames/s."""
-    from edge_agent.inference.loop import FrameLoop
+    from edge_agent.inference.scheduler import NamedSource, SourceScheduler
 
     t0 = time.perf_counter()
-    stats = FrameLoop(classifier, source, []).run()
+    stats = SourceScheduler(classifier, [NamedSource("input", source)], []).run()
     return stats.frames / (time.perf_counter() - t0)
 
 

@@ -31,8 +31,8 @@ from helpers.mosquitto import Mosquitto  # noqa: E402
 
 from edge_agent.config import Config, MqttConfig  # noqa: E402
 from edge_agent.inference.classifier import Classifier, build_classifier  # noqa: E402
-from edge_agent.inference.loop import FrameLoop  # noqa: E402
 from edge_agent.inference.postprocess import dequantize, top_k  # noqa: E402
+from edge_agent.inference.scheduler import NamedSource, SourceScheduler  # noqa: E402
 from edge_agent.inference.sources import open_source  # noqa: E402
 from edge_agent.publishing.session import PublishingSession  # noqa: E402
 
@@ -105,7 +105,9 @@ def main() -> int:
             session = PublishingSession(config).start()
             try:
                 t0 = time.perf_counter()
-                stats = FrameLoop(classifier, open_source(str(args.video)), session.sinks).run()
+                stats = SourceScheduler(
+                    classifier, [NamedSource("input", open_source(str(args.video)))], session.sinks
+                ).run()
                 elapsed = time.perf_counter() - t0
             finally:
                 session.stop()

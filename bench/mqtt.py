@@ -40,7 +40,7 @@ from helpers.mosquitto import Mosquitto  # noqa: E402
 
 from edge_agent.config import Config, MqttConfig  # noqa: E402
 from edge_agent.inference.classifier import Classifier, build_classifier  # noqa: E402
-from edge_agent.inference.loop import FrameLoop  # noqa: E402
+from edge_agent.inference.scheduler import NamedSource, SourceScheduler  # noqa: E402
 from edge_agent.inference.sources import Frame, Source, open_source  # noqa: E402
 from edge_agent.publishing.outbox import COMMIT_INTERVAL  # noqa: E402
 from edge_agent.publishing.session import PublishingSession  # noqa: E402
@@ -134,7 +134,7 @@ def run_loop(classifier: Classifier, video: Path, session: Optional[PublishingSe
         sinks = [stats_sink, timed, *sinks]
     threads0 = publishing_cpu()
     t0 = time.perf_counter()
-    stats = FrameLoop(classifier, open_source(str(video)), sinks).run()
+    stats = SourceScheduler(classifier, [NamedSource("input", open_source(str(video)))], sinks).run()
     elapsed = time.perf_counter() - t0
     if session is not None and session.outbox is not None:
         outbox = session.outbox
@@ -251,7 +251,7 @@ def latency(classifier: Classifier, broker: Mosquitto, work: Path, fps: float, c
     try:
         inference_ms: List[float] = []
         sinks = [*session.sinks, lambda r: inference_ms.append(r.inference_ms)]
-        loop = FrameLoop(classifier, PacedCamera(fps, count), sinks)
+        loop = SourceScheduler(classifier, [NamedSource("input", PacedCamera(fps, count))], sinks)
         stats = loop.run()
         wait_for(lambda: len(sub.lines()) >= stats.frames, 60)
     finally:

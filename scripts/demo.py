@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from edge_agent.errors import EdgeAgentError  # noqa: E402
 from edge_agent.inference.classifier import build_classifier  # noqa: E402
-from edge_agent.inference.loop import FrameLoop  # noqa: E402
 from edge_agent.inference.result import Classification  # noqa: E402
+from edge_agent.inference.scheduler import NamedSource, SourceScheduler  # noqa: E402
 from edge_agent.inference.sources import open_source  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -63,7 +63,7 @@ def main() -> int:
     try:
         with local_broker(port) as note, publishing(port, classifier.device_id, classifier) as (session, _):
             print(f"mqtt   {note}\n")
-            FrameLoop(classifier, open_source(str(IMAGES)), [show, *session.sinks]).run()
+            SourceScheduler(classifier, [NamedSource("input", open_source(str(IMAGES)))], [show, *session.sinks]).run()
     except EdgeAgentError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""The frame loop: every frame from files, newest frame from live sources, errors surface."""
+"""The frame loop (one source through the scheduler): every frame from files, newest frame from
+live sources, errors surface."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 
 from edge_agent.errors import InputError
 from edge_agent.inference.classifier import build_classifier, model_info
-from edge_agent.inference.loop import FrameLoop
 from edge_agent.inference.result import Classification
+from edge_agent.inference.scheduler import NamedSource, SourceScheduler
 from edge_agent.inference.sources import Frame, Source, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,9 @@ def classifier():
 
 def test_files_hand_over_every_frame_in_order(classifier):
     results: List[Classification] = []
-    stats = FrameLoop(classifier, open_source(str(ROOT / "images")), [slow_sink(results)]).run()
+    stats = SourceScheduler(
+        classifier, [NamedSource("input", open_source(str(ROOT / "images")))], [slow_sink(results)]
+    ).run()
     assert stats.frames == 20 and stats.dropped == 0
     assert [r.frame for r in results] == list(range(20))
 
@@ -64,7 +67,7 @@ def test_files_hand_over_every_frame_in_order(classifier):
 def test_live_source_keeps_the_newest_frame_and_counts_drops(classifier):
     results: List[Classification] = []
     cam = FastCamera(300)
-    stats = FrameLoop(classifier, cam, [slow_sink(results)]).run()
+    stats = SourceScheduler(classifier, [NamedSource("input", cam)], [slow_sink(results)]).run()
     frames = [r.frame for r in results]
     assert frames == sorted(frames)
     assert stats.frames + stats.dropped <= cam.produced
@@ -73,20 +76,20 @@ def test_live_source_keeps_the_newest_frame_and_counts_drops(classifier):
 
 def test_camera_disconnect_ends_the_loop_with_input_error(classifier):
     with pytest.raises(InputError, match="disconnected"):
-        FrameLoop(classifier, FastCamera(100, fail_after=5), []).run()
+        SourceScheduler(classifier, [NamedSource("input", FastCamera(100, fail_after=5))], []).run()
 
 
 def test_stop_event_ends_a_live_loop(classifier):
     stop = threading.Event()
     results: List[Classification] = []
-    loop = FrameLoop(classifier, FastCamera(10**6), [slow_sink(results)], stop=stop)
+    loop = SourceScheduler(classifier, [NamedSource("input", FastCamera(10**6))], [slow_sink(results)], stop=stop)
     threading.Timer(0.3, stop.set).start()
     stats = loop.run()
     assert stop.is_set() and 0 < stats.frames < 10**6
 
 
 def test_count_stops_after_n_results(classifier):
-    stats = FrameLoop(classifier, FastCamera(1000), [], count=7).run()
+    stats = SourceScheduler(classifier, [NamedSource("input", FastCamera(1000))], [], count=7).run()
     assert stats.frames == 7
 
 
@@ -100,6 +103,6 @@ def test_swap_changes_the_model_between_frames(classifier, tmp_path: Path):
         if len(seen) == 3:
             swapped.swap(other.runtime, other.labels, model_info(other.runtime, "digits", "2"))
 
-    FrameLoop(swapped, open_source(str(ROOT / "images")), [sink]).run()
+    SourceScheduler(swapped, [NamedSource("input", open_source(str(ROOT / "images")))], [sink]).run()
     assert seen[:3] == ["digits_int8"] * 3
     assert seen[-1] == "digits"

@@ -150,7 +150,8 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def _camera_index(spec: str) -> Optional[int]:
+def camera_index(spec: str) -> Optional[int]:
+    """N for ``cam`` (0), ``cam:N`` or ``/dev/videoN``; None for anything else."""
     if spec == "cam":
         return 0
     if spec.startswith("cam:") and spec[4:].isdigit():
@@ -169,7 +170,7 @@ def open_source(spec: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     """
     if not spec:
         raise InputError("no --input given")
-    cam = _camera_index(spec)
+    cam = camera_index(spec)
     if cam is not None:
         device = f"/dev/video{cam}"
         if os.name == "posix" and not os.path.exists(device):

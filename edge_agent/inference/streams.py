@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Union
 
 from edge_agent.errors import InputError
-from edge_agent.inference.sources import Frame, Source, redact_url
+from edge_agent.inference.sources import STREAM_SCHEMES, Frame, Source, camera_index, redact_url
 from edge_agent.inference.stream_probe import explain_open_failure
 
 log = logging.getLogger(__name__)
@@ -243,20 +243,6 @@ class LiveStream(Source):
         cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
-
-
-def camera_index(spec: str) -> Optional[int]:
-    """N for ``cam`` (0), ``cam:N`` or ``/dev/videoN``; None for anything else."""
-    if spec == "cam":
-        return 0
-    if spec.startswith("cam:") and spec[4:].isdigit():
-        return int(spec[4:])
-    if spec.startswith("/dev/video") and spec[10:].isdigit():
-        return int(spec[10:])
-    return None
-
-
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
 
 
 def open_live(spec: str, options: StreamOptions, input_name: str = "") -> Optional[LiveStream]:
