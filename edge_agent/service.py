@@ -253,7 +253,14 @@ def run_pipeline(
     holder: List[SchedulerStats] = []
 
     def frame_loop(all_sinks: Sequence[Sink], stop_event: threading.Event) -> None:
-        loop = SourceScheduler(classifier, sources, [*all_sinks, *sinks], count=count, stop=stop_event)
+        loop = SourceScheduler(
+            classifier,
+            sources,
+            [*all_sinks, *sinks],
+            count=count,
+            stop=stop_event,
+            reduced_decode=config.capture.dir is None,  # captured frames stay full size
+        )
         for sink in all_sinks:
             if isinstance(sink, Stats):  # live sources drop frames when inference falls behind
                 sink.count_dropped_frames_with(lambda: loop.dropped)

@@ -97,7 +97,10 @@ class SourceScheduler:
     """Runs one classifier over several sources and hands each result to the sinks.
 
     ``count`` stops after that many results in all; ``stop`` (an Event) ends the run from another
-    thread. :meth:`reports` gives per-source counters at any time (for the stats).
+    thread. With ``reduced_decode`` sources without a crop may decode frames at a reduced size,
+    never below the model's input (an MJPEG video's JPEGs in the DCT domain); turn it off when
+    full-size frames are needed (captured frames for retraining). :meth:`reports` gives
+    per-source counters at any time (for the stats).
     """
 
     def __init__(
@@ -107,8 +110,10 @@ class SourceScheduler:
         sinks: Sequence[Sink],
         count: Optional[int] = None,
         stop: Optional[threading.Event] = None,
+        reduced_decode: bool = True,
     ) -> None:
         self.classifier = classifier
+        self.reduced_decode = reduced_decode
         self.slots = [SourceSlot(named) for named in sources]
         self.sinks = list(sinks)
         self.count = count
@@ -147,6 +152,8 @@ class SourceScheduler:
         named = slot.named
         interval = 1.0 / named.max_fps if named.max_fps else 0.0
         last = 0.0
+        if self.reduced_decode and named.crop is None:  # the source may decode cheaper, down to the model's input
+            named.source.size_hint = self.classifier.input_spec()[0]
         try:
             for frame in named.source.frames():
                 if self._halted():
