@@ -13,8 +13,11 @@ from registry.captures import collect_command, pull_captures
 from registry.cli_options import broker_option, current_login, store_option
 from registry.rollout import Controller
 from registry.store import open_store
+from release_contract.capture_artifact import CAPTURES_REPO
+from release_contract.collect import CAPTURES_DIR
 from release_contract.exits import USAGE, UserError
 from release_contract.signing import load_private_key
+from release_contract.stores import store_kind
 from release_contract.topics import collect_device_topic, collect_fleet_topic
 
 MAX_EXPIRES_HOURS = 24 * 30
@@ -73,7 +76,8 @@ def collect(
     broker: Optional[str],
     store_url: Optional[str],
 ) -> None:
-    """Send a signed collect command: the devices upload their captures to the store (a directory).
+    """Send a signed collect command: the devices upload their captures to the store (a directory or
+    an OCI registry, where devices need a login that may push: [capture] registry_username).
 
     \b
     Example:
@@ -100,7 +104,12 @@ def collect(
         controller.publish_retained(topic, command.sign(signing_key))
     finally:
         controller.close()
-    click.echo(f"sent {command.id} to {command.target}: uploads go to {store.url}/.captures/<device>/{command.id}")
+    where = (
+        f"{store.url}/{CAPTURES_REPO}/<device>:{command.id}"
+        if store_kind(store.url)[0] == "oci"
+        else f"{store.url}/{CAPTURES_DIR}/<device>/{command.id}"
+    )
+    click.echo(f"sent {command.id} to {command.target}: uploads go to {where}")
 
 
 @captures.command()
@@ -118,7 +127,7 @@ def pull(fleet: str, device: Optional[str], target: Path, store_url: Optional[st
     """
     store = open_store(store_url, current_login())
     try:
-        result = pull_captures(store.url, fleet, target, device)
+        result = pull_captures(store.url, fleet, target, device, login=current_login())
     except OSError as exc:
         raise UserError(f"cannot write to {target}: {exc.strerror or exc}") from exc
     click.echo(

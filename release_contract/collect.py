@@ -20,7 +20,8 @@ A batch in a local store directory::
     <store>/.captures/<device>/<id>/<capture files>  each image and its JSON record
 
 It appears with one rename, so a reader never sees half a batch; ``.captures`` cannot clash with a
-release name (those start with a letter or digit).
+release name (those start with a letter or digit). In an OCI store a batch is the artifact
+``<repo>/captures/<device>:<id>`` instead (:mod:`release_contract.capture_artifact`).
 """
 
 from __future__ import annotations

@@ -99,6 +99,19 @@ class Login:
         return None
 
 
+def read_password_file(path: Path) -> str:
+    """The first line of ``path`` (at most 64 KiB read): a device's registry password or token.
+
+    Raises CredentialsError naming the file (never its content) when it cannot be read.
+    """
+    try:
+        with path.open("rb") as fh:
+            lines = fh.read(65536).decode("utf-8", "replace").splitlines()
+    except OSError as exc:
+        raise CredentialsError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return lines[0] if lines else ""
+
+
 def _pair(username: Optional[str], password: Optional[str], source: str) -> Credentials:
     if not username or password is None:
         raise CredentialsError(f"registry login from {source}: give both a username and a password")

@@ -8,8 +8,10 @@ a file already there with the right size and sha256 is kept, so an interrupted u
 writes ``batch.json`` and renames the folder to ``<id>``. Only then are the captures deleted on
 the device. A failed upload is retried later (``retry_delays``); a refused command is one warning.
 
-Only directory stores are written: uploading to an OCI store needs push credentials the device
-does not have yet, so such a command is rejected with that reason.
+An ``oci://`` store gets one OCI artifact per device and command instead
+(:mod:`edge_agent.capture.oci_upload`: ``<repo>/captures/<device>:<id>``, pushed with the
+``[capture]`` registry login); the same rule holds: nothing is deleted before the registry has the
+manifest. A login the registry refuses fails the command at once (retrying would be refused too).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 from edge_agent.capture import archive
+from edge_agent.capture.oci_upload import LoginRefused, OciUploadError, upload_batch
 from edge_agent.config import Config
 from edge_agent.errors import ConfigError
+from release_contract.capture_artifact import MAX_CAPTURES
 from release_contract.collect import (
     BATCH_NAME,
     CAPTURES_DIR,
@@ -36,6 +40,7 @@ from release_contract.collect import (
     parse_collect,
     status_message,
 )
+from release_contract.credentials import Login
 from release_contract.errors import RegistryError, VerificationError
 from release_contract.files import atomic_write, fsync_dir, sha256_file
 from release_contract.signing import TrustedKeys
@@ -69,6 +74,8 @@ class CollectWorker:
         fleet: str,
         publish_status: Publish,
         retry_delays: Sequence[float] = (10.0, 60.0, 300.0, 900.0),
+        login: Optional[Login] = None,
+        upload_timeout: float = 30.0,
     ) -> None:
         self.capture_dir = Path(capture_dir)
         self.handled_path = Path(state_dir) / "collect-handled.json"
@@ -77,6 +84,8 @@ class CollectWorker:
         self.fleet = fleet
         self.publish_status = publish_status
         self.retry_delays = list(retry_delays)
+        self.login = login
+        self.upload_timeout = upload_timeout
         self._queue: queue.Queue[CollectCommand] = queue.Queue(maxsize=MAX_PENDING)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture-collect", daemon=True)
@@ -119,15 +128,17 @@ class CollectWorker:
 
     def _obey(self, command: CollectCommand) -> None:
         kind, location = store_kind(command.store)
-        if kind != "local":
-            reason = "uploading captures to an OCI store is not supported by the device yet: use a directory store"
-            log.warning("collect %s: %s", command.id, reason)
-            self._finish(command, "rejected", reason)
-            return
         for attempt in range(len(self.retry_delays) + 1):
             try:
-                uploaded, size = self.upload(command, Path(location))
-            except UploadError as exc:
+                if kind == "oci":
+                    uploaded, size = self.upload_oci(command, location)
+                else:
+                    uploaded, size = self.upload(command, Path(location))
+            except LoginRefused as exc:
+                log.warning("collect %s failed: %s (the captures stay on the device)", command.id, exc)
+                self._finish(command, "failed", str(exc))
+                return
+            except (UploadError, OciUploadError) as exc:
                 if attempt == len(self.retry_delays):
                     log.warning("collect %s failed: %s (the captures stay on the device)", command.id, exc)
                     self._finish(command, "failed", str(exc))
@@ -148,8 +159,7 @@ class CollectWorker:
 
         The device's captures are deleted only after the batch folder is in place. Raises UploadError.
         """
-        since = datetime.fromtimestamp(command.since, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        captures = archive.select(self.capture_dir, since if command.since else "", command.max_bytes)
+        captures = self._select(command)
         final = store / CAPTURES_DIR / self.device / command.id
         self._status(command.id, "uploading", captures=len(captures))
         try:
@@ -162,6 +172,22 @@ class CollectWorker:
         for capture in captures:
             archive.delete(capture)
         return len(captures), sum(c.size for c in captures)
+
+    def upload_oci(self, command: CollectCommand, url: str) -> tuple[int, int]:
+        """Upload the captures ``command`` selects to the OCI store ``url`` (at most MAX_CAPTURES, the
+        oldest); return (captures, bytes). Only the captures the registry's manifest lists are deleted,
+        after it is there. Raises LoginRefused or OciUploadError."""
+        captures = self._select(command)[:MAX_CAPTURES]
+        self._status(command.id, "uploading", captures=len(captures))
+        stored = upload_batch(url, self.login, self.upload_timeout, self.device, self.fleet, command.id, captures)
+        done = [c for c in captures if c.image_path.name in stored and c.record_path.name in stored]
+        for capture in done:
+            archive.delete(capture)
+        return len(done), sum(c.size for c in done)
+
+    def _select(self, command: CollectCommand) -> List[archive.Capture]:
+        since = datetime.fromtimestamp(command.since, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return archive.select(self.capture_dir, since if command.since else "", command.max_bytes)
 
     def _copy_batch(self, command: CollectCommand, captures: List[archive.Capture], final: Path) -> None:
         staging = final.with_name(f".{final.name}.part")
@@ -243,7 +269,16 @@ def start_collect(config: Config, channel: Optional[CollectChannel]) -> Optional
     def publish(msg: Dict[str, Any]) -> None:
         channel.publish_direct(status, json.dumps(msg).encode(), qos=1, retain=True)
 
-    worker = CollectWorker(capture.dir, config.state_path, trusted, device, fleet, publish)
+    worker = CollectWorker(
+        capture.dir,
+        config.state_path,
+        trusted,
+        device,
+        fleet,
+        publish,
+        login=capture.registry_login(),
+        upload_timeout=capture.upload_timeout,
+    )
     topics = [collect_device_topic(prefix, device)] + ([collect_fleet_topic(prefix, fleet)] if fleet else [])
     for topic in topics:
         channel.subscribe(topic, lambda _t, payload: worker.handle(payload), max_bytes=MAX_COMMAND_BYTES, qos=1)

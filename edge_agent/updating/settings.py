@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from edge_agent.errors import ConfigError
-from release_contract.credentials import Login
+from release_contract.credentials import Login, read_password_file
+from release_contract.errors import CredentialsError
 
 _FLEET_RE = re.compile(r"[A-Za-z0-9_.-]*")  # fullmatch: no trailing newline
 
@@ -36,13 +37,9 @@ class UpdatesConfig:
         password: Optional[str] = None
         if self.registry_password_file is not None:
             try:
-                with self.registry_password_file.open("rb") as fh:
-                    lines = fh.read(65536).decode("utf-8", "replace").splitlines()
-                password = lines[0] if lines else ""
-            except OSError as exc:
-                raise ConfigError(
-                    f"updates.registry_password_file: cannot read {self.registry_password_file}: {exc.strerror or exc}"
-                ) from exc
+                password = read_password_file(self.registry_password_file)
+            except CredentialsError as exc:
+                raise ConfigError(f"updates.registry_password_file: {exc}") from exc
         return Login(
             username=self.registry_username or None,
             password=password,

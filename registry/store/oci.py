@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import urllib.parse
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -32,6 +31,7 @@ from release_contract.errors import AlreadyExists, NotFound, StoreError
 from release_contract.files import sha256_file
 from release_contract.manifest import check_filename, check_name, check_version
 from release_contract.oci_client import RegistryClient, expect, parse_json, read_capped, read_json
+from release_contract.oci_push import put_manifest, upload_blob
 from release_contract.stores import OciSource, parse_oci_url
 
 log = logging.getLogger(__name__)
@@ -64,26 +64,8 @@ class OciStore(Store):
     def _pull(self, name: str) -> str:
         return f"repository:{self._repo(name)}:pull"
 
-    def _push(self, name: str) -> str:
-        return f"repository:{self._repo(name)}:pull,push"
-
     def _paged(self, path: str, scope: str, key: str, what: str, missing: Optional[str] = None) -> List[str]:
-        """All the strings under ``key`` of a paginated listing (``Link: rel="next"``), at most MAX_PAGES pages."""
-        items: List[str] = []
-        next_path: Optional[str] = path
-        for _ in range(MAX_PAGES):
-            resp = self._client.request("GET", next_path or path, scope)
-            if resp.status == 404 and missing:
-                resp.close()
-                raise NotFound(missing)
-            with expect(resp, (200,), f"listing {what}"):
-                body = read_json(resp, MAX_LISTING, what)
-                next_path = _next_page(resp.headers.get("Link", ""))
-            page = body.get(key) if isinstance(body, dict) else None
-            items += [item for item in page or [] if isinstance(item, str)]
-            if not next_path:
-                return items
-        raise StoreError(f"{what} goes on for more than {MAX_PAGES} pages: refusing it")
+        return paged(self._client, path, scope, key, what, missing)
 
     def _tags(self, name: str) -> List[str]:
         return self._paged(
@@ -103,35 +85,10 @@ class OciStore(Store):
         return raw, parse_json(raw, f"the manifest of {name}:{ref}")
 
     def _put_manifest(self, name: str, tag: str, raw: bytes) -> None:
-        resp = self._client.request(
-            "PUT",
-            f"/v2/{self._repo(name)}/manifests/{tag}",
-            self._push(name),
-            {"Content-Type": OCI_MANIFEST},
-            raw,
-        )
-        expect(resp, (201, 200), f"tagging {name}:{tag} in {self.url}").close()
+        put_manifest(self._client, self._repo(name), tag, raw, f"tagging {name}:{tag} in {self.url}")
 
     def _upload(self, name: str, digest: str, size: int, body: Union[bytes, Path]) -> None:
-        repo, scope = self._repo(name), self._push(name)
-        head = self._client.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope)
-        head.close()
-        if head.status == 200:
-            return  # already there (an earlier version, or an interrupted push)
-        start = self._client.request("POST", f"/v2/{repo}/blobs/uploads/", scope, {"Content-Length": "0"}, b"")
-        with expect(start, (202,), f"starting an upload to {repo}"):
-            location = start.headers.get("Location") or ""
-        if not location:
-            raise StoreError(f"{self.base} started an upload without saying where to send it")
-        url = urllib.parse.urljoin(self.base + "/", location)
-        url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode({"digest": digest})
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        if isinstance(body, bytes):
-            resp = self._client.request("PUT", url, scope, headers, body)
-        else:
-            with body.open("rb") as fh:
-                resp = self._client.request("PUT", url, scope, headers, fh)
-        expect(resp, (201,), f"uploading {digest[:19]} to {repo}").close()
+        upload_blob(self._client, self._repo(name), digest, size, body)
 
     # -- Store interface -------------------------------------------------------------------------------
     def push(self, envelope: bytes, files: Mapping[str, Path], name: str, version: str) -> None:
@@ -215,6 +172,30 @@ class OciStore(Store):
         self._upload(name, "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest(), len(EMPTY_BLOB), EMPTY_BLOB)
         self._put_manifest(name, channel, raw)
         log.info("moved %s:%s off the yanked version %s", name, channel, version)
+
+
+def paged(
+    client: RegistryClient, path: str, scope: str, key: str, what: str, missing: Optional[str] = None
+) -> List[str]:
+    """All the strings under ``key`` of a paginated listing (``Link: rel="next"``), at most MAX_PAGES pages.
+
+    A 404 raises NotFound(``missing``) when ``missing`` is given.
+    """
+    items: List[str] = []
+    next_path: Optional[str] = path
+    for _ in range(MAX_PAGES):
+        resp = client.request("GET", next_path or path, scope)
+        if resp.status == 404 and missing:
+            resp.close()
+            raise NotFound(missing)
+        with expect(resp, (200,), f"listing {what}"):
+            body = read_json(resp, MAX_LISTING, what)
+            next_path = _next_page(resp.headers.get("Link", ""))
+        page = body.get(key) if isinstance(body, dict) else None
+        items += [item for item in page or [] if isinstance(item, str)]
+        if not next_path:
+            return items
+    raise StoreError(f"{what} goes on for more than {MAX_PAGES} pages: refusing it")
 
 
 def _next_page(link: str) -> Optional[str]:

@@ -20,12 +20,18 @@ import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from release_contract.manifest import ENVELOPE_NAME
+from release_contract.oci_push import (  # noqa: F401 (re-exported: the layout's building blocks)
+    CREATED,
+    EMPTY_BLOB,
+    EMPTY_TYPE,
+    OCI_MANIFEST,
+    TITLE,
+    descriptor,
+    empty_descriptor,
+)
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ARTIFACT_TYPE = "application/vnd.edgetpu-fleet.release.v1"
 WITHDRAWN_TYPE = "application/vnd.edgetpu-fleet.channel.withdrawn.v1"
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY_BLOB = b"{}"
 ENVELOPE_TYPE = "application/vnd.edgetpu-fleet.release.envelope.v1+json"
 #: Media type of each file, by its role in the signed manifest.
 FILE_TYPES = {
@@ -36,29 +42,9 @@ FILE_TYPES = {
 }
 OTHER_FILE_TYPE = "application/octet-stream"
 
-TITLE = "org.opencontainers.image.title"
 VERSION = "org.opencontainers.image.version"
-CREATED = "org.opencontainers.image.created"
 SOURCE_DIGEST = "io.edgetpu-fleet.source.digest"
 WITHDRAWN_FROM = "io.edgetpu-fleet.channel.withdrawn"
-
-
-def descriptor(media_type: str, digest: str, size: int, title: Optional[str] = None) -> Dict[str, Any]:
-    """An OCI descriptor; ``title`` becomes its ``org.opencontainers.image.title`` annotation."""
-    out: Dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size}
-    if title is not None:
-        out["annotations"] = {TITLE: title}
-    return out
-
-
-def empty_descriptor() -> Dict[str, Any]:
-    """The image-spec 1.1 empty descriptor (``{}``), used as the config."""
-    return {
-        "mediaType": EMPTY_TYPE,
-        "digest": "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest(),
-        "size": len(EMPTY_BLOB),
-        "data": "e30=",
-    }
 
 
 def file_types(envelope: bytes) -> Dict[str, str]:
