@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 from edge_agent.errors import ConfigError
-from release_contract.credentials import Login, read_password_file
-from release_contract.errors import CredentialsError
+from edge_agent.login_settings import RegistryLoginSettings
 
 MAX_RATE = 6000.0  # captures per minute: 100 a second is far more than a board can encode
 
 
 @dataclass
-class CaptureConfig:
+class CaptureConfig(RegistryLoginSettings):
     """Which frames are kept for retraining, where, and within which bounds (off while ``dir`` is unset).
 
     A frame whose top-1 score is below ``below`` is kept; ``sample`` percent of the other frames
@@ -24,6 +23,10 @@ class CaptureConfig:
     (default: ``updates.trust``); collecting needs ``mqtt.url`` as well.
     """
 
+    #: the registry_* login fields (RegistryLoginSettings) may push to oci:// stores, where
+    #: collect uploads go; none = anonymous. Not the [updates] login.
+    section: ClassVar[str] = "capture"
+
     dir: Optional[Path] = None
     below: float = 0.5
     sample: float = 0.0  # percent of confident frames kept too
@@ -31,31 +34,11 @@ class CaptureConfig:
     rate: float = 60.0  # captures per minute
     trust: Optional[Path] = None
     collect: bool = True  # obey signed collect commands (when mqtt.url and a trusted key are set)
-    # a login that may push to oci:// stores (collect uploads there): a username + a file holding
-    # its password or token, or a Docker config.json; none = anonymous. Not the [updates] login.
-    registry_username: str = ""
-    registry_password_file: Optional[Path] = None
-    registry_docker_config: Optional[Path] = None
     upload_timeout: float = 30.0  # seconds for each connect and read while uploading to a registry
-
-    def registry_login(self) -> Login:
-        """The registry login for uploads to OCI stores; reads the password file (its first line)."""
-        password: Optional[str] = None
-        if self.registry_password_file is not None:
-            try:
-                password = read_password_file(self.registry_password_file)
-            except CredentialsError as exc:
-                raise ConfigError(f"capture.registry_password_file: {exc}") from exc
-        return Login(
-            username=self.registry_username or None,
-            password=password,
-            docker_config=self.registry_docker_config,
-        )
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
-        if bool(self.registry_username) != (self.registry_password_file is not None):
-            raise ConfigError("capture.registry_username and capture.registry_password_file go together")
+        self.validate_login()
         if not (math.isfinite(self.upload_timeout) and 0 < self.upload_timeout <= 600):
             raise ConfigError(f"capture.upload_timeout must be in (0, 600] seconds, got {self.upload_timeout}")
         if not (math.isfinite(self.below) and 0.0 <= self.below <= 1.0):

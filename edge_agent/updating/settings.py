@@ -5,18 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 from edge_agent.errors import ConfigError
-from release_contract.credentials import Login, read_password_file
-from release_contract.errors import CredentialsError
+from edge_agent.login_settings import RegistryLoginSettings
 
 _FLEET_RE = re.compile(r"[A-Za-z0-9_.-]*")  # fullmatch: no trailing newline
 
 
 @dataclass
-class UpdatesConfig:
+class UpdatesConfig(RegistryLoginSettings):
     """Over-the-air model updates (off by default)."""
+
+    #: the registry_* login fields (RegistryLoginSettings) are read-only ones for downloading
+    #: releases from oci:// stores; none = anonymous
+    section: ClassVar[str] = "updates"
 
     enabled: bool = False
     trust: Optional[Path] = None  # signing.pub of the release signer, or a folder of *.pub
@@ -26,30 +29,10 @@ class UpdatesConfig:
     validation_timeout: float = 60.0  # seconds for the sandboxed validation of a new model
     validation_memory_mb: int = 1024  # address-space limit of the validation process
     download_timeout: float = 30.0  # read timeout of release downloads, seconds
-    # read-only registry login for oci:// stores: a username + a file holding its password or
-    # token, or a Docker config.json (auths, credHelpers, credsStore); none = anonymous
-    registry_username: str = ""
-    registry_password_file: Optional[Path] = None
-    registry_docker_config: Optional[Path] = None
-
-    def registry_login(self) -> Login:
-        """The registry login for release downloads; reads the password file (first line, at most 64 KiB)."""
-        password: Optional[str] = None
-        if self.registry_password_file is not None:
-            try:
-                password = read_password_file(self.registry_password_file)
-            except CredentialsError as exc:
-                raise ConfigError(f"updates.registry_password_file: {exc}") from exc
-        return Login(
-            username=self.registry_username or None,
-            password=password,
-            docker_config=self.registry_docker_config,
-        )
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
-        if bool(self.registry_username) != (self.registry_password_file is not None):
-            raise ConfigError("updates.registry_username and updates.registry_password_file go together")
+        self.validate_login()
         if self.enabled and self.trust is None:
             raise ConfigError(
                 "updates.trust is required when updates are enabled: the signing.pub whose releases this device accepts"
