@@ -120,7 +120,9 @@ def test_two_agents_with_one_device_id_notice_the_clash_and_back_off(
     ]
     assert 1 <= len(clash) <= 2, "one line per agent that notices"
     assert "--device-id cam1" in clash[0]
-    assert flips < 20, f"{flips} online/offline flips in 15 s: no back-off"
+    # without back-off the two agents flip about 80 times in 15 s (158 in 30 s were seen); the bound
+    # is loose so that a loaded machine's slower reconnects cannot make it fail
+    assert flips < 40, f"{flips} online/offline flips in 15 s: no back-off"
 
 
 def test_session_watch_backs_off_on_a_clash_and_recovers_after_a_stable_connection() -> None:
