@@ -20,7 +20,6 @@ Parsing is strict: unknown fields, wrong types and out-of-range numbers are refu
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional
 
 from release_contract.errors import ManifestError
 from release_contract.files import sha256_file
+from release_contract.untrusted_json import read_untrusted_file
 
 SCHEMA = "edgetpu.lineage/1"
 SUFFIX = ".lineage.json"
@@ -160,12 +160,8 @@ class Lineage:
     def read(cls, path: Path) -> Lineage:
         """Read a ``*.lineage.json``; raise ManifestError when unreadable or malformed."""
         try:
-            with Path(path).open("rb") as fh:
-                raw = fh.read(MAX_LINEAGE_BYTES + 1)
-            if len(raw) > MAX_LINEAGE_BYTES:
-                raise ManifestError(f"lineage file {path} is larger than {MAX_LINEAGE_BYTES} bytes")
-            return cls.from_dict(json.loads(raw.decode("utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return cls.from_dict(read_untrusted_file(Path(path), f"lineage file {path}", MAX_LINEAGE_BYTES))
+        except (OSError, ValueError) as exc:
             raise ManifestError(f"cannot read the lineage file {path}: {exc}") from exc
         except ManifestError as exc:
             raise ManifestError(f"{path}: {exc}") from exc

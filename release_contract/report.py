@@ -18,12 +18,12 @@ Schema version 1 (JSON object)::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from release_contract.errors import ManifestError
+from release_contract.untrusted_json import read_untrusted_file
 
 SCHEMA_VERSION = 1
 #: The Edge TPU runtime version ``edgetpu_compiler`` 16 targets when not given ``-m``.
@@ -131,12 +131,8 @@ class CompileReport:
     def read(cls, path: Path) -> CompileReport:
         """Read a ``<name>_edgetpu.json``; raise ManifestError when unreadable or malformed."""
         try:
-            with Path(path).open("rb") as fh:
-                raw = fh.read(MAX_REPORT_BYTES + 1)
-            if len(raw) > MAX_REPORT_BYTES:
-                raise ManifestError(f"compile report {path} is larger than {MAX_REPORT_BYTES} bytes")
-            return cls.from_dict(json.loads(raw.decode("utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return cls.from_dict(read_untrusted_file(Path(path), f"compile report {path}", MAX_REPORT_BYTES))
+        except (OSError, ValueError) as exc:
             raise ManifestError(f"cannot read the compile report {path}: {exc}") from exc
         except ManifestError as exc:
             raise ManifestError(f"{path}: {exc}") from exc

@@ -9,7 +9,10 @@ the nesting first (a linear scan that skips strings) and refuses a document deep
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+from release_contract.files import open_regular
 
 #: Far deeper than any document of the toolkit (a manifest is 4 levels deep), far below Python's recursion limit.
 MAX_DEPTH = 32
@@ -54,3 +57,14 @@ def loads_untrusted(raw: bytes, what: str, max_bytes: int, max_depth: int = MAX_
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"{what} is not valid JSON ({str(exc).splitlines()[0][:100]})") from None
+
+
+def read_untrusted_file(path: Path, what: str, max_bytes: int) -> Any:
+    """Read and parse the JSON file ``path`` as :func:`loads_untrusted` does, reading at most
+    ``max_bytes`` + 1 bytes of a regular file (a FIFO is refused, not waited on).
+
+    Raises ValueError naming ``what`` (too large, too deep, not JSON) or OSError from the file system.
+    """
+    with open_regular(path) as fh:
+        raw = fh.read(max_bytes + 1)
+    return loads_untrusted(raw, what, max_bytes)
