@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import click
 
@@ -20,8 +20,8 @@ from edge_agent.config import Config, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# flag parameter name -> (section or "", config field)
-_PUBLISH_FIELDS = {
+# flag parameter name -> key path in the config file
+_PUBLISH_FIELDS: Dict[str, Tuple[str, ...]] = {
     "mqtt_url": ("mqtt", "url"),
     "topic_prefix": ("mqtt", "topic_prefix"),
     "qos": ("mqtt", "qos"),
@@ -37,7 +37,7 @@ _PUBLISH_FIELDS = {
     "ha_discovery": ("mqtt", "ha_discovery"),
     "stats_interval": ("mqtt", "stats_interval"),
     "outbox_max": ("outbox", "max_messages"),
-    "state_dir": ("", "state_dir"),
+    "state_dir": ("state_dir",),
 }
 
 _PUBLISH_OPTIONS = [
@@ -132,24 +132,34 @@ _PUBLISH_OPTIONS = [
 ]
 
 
-def publish_options(fn: F) -> F:
-    """Add the MQTT/outbox flags to a click command; it receives them as one ``publish`` dict."""
+def option_group(
+    kwarg: str, options: Sequence[Callable[[Any], Any]], fields: Mapping[str, Tuple[str, ...]]
+) -> Callable[[F], F]:
+    """A decorator adding ``options`` to a click command, which receives their values as one dict
+    named ``kwarg``: each parameter in ``fields`` lands under its key path, e.g. ``mqtt_url`` ->
+    ``("mqtt", "url")`` gives ``{"mqtt": {"url": ...}}`` (None = not given), keyed like the config file."""
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        publish: Dict[str, Any] = {}
-        for param, (section, name) in _PUBLISH_FIELDS.items():
-            value = kwargs.pop(param, None)
-            if section:
-                publish.setdefault(section, {})[name] = value
-            else:
-                publish[name] = value
-        return fn(*args, publish=publish, **kwargs)
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            group: Dict[str, Any] = {}
+            for param, path in fields.items():
+                node = group
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = kwargs.pop(param, None)
+            return fn(*args, **{kwarg: group}, **kwargs)
 
-    decorated: Any = wrapper
-    for option in reversed(_PUBLISH_OPTIONS):
-        decorated = option(decorated)
-    return decorated
+        decorated: Any = wrapper
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorate
+
+
+#: Adds the MQTT/outbox flags to a click command; it receives them as one ``publish`` dict.
+publish_options = option_group("publish", _PUBLISH_OPTIONS, _PUBLISH_FIELDS)
 
 
 _STREAM_OPTIONS = [
@@ -176,19 +186,11 @@ _STREAM_OPTIONS = [
 ]
 
 
-def stream_options(fn: F) -> F:
-    """Add the live-source flags (RTSP transport, connect and stall timeouts) to a click command;
-    it receives them as one ``streams`` dict keyed like the config file (None = not given)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        streams = {name: kwargs.pop(name, None) for name in ("rtsp_transport", "connect_timeout", "stall_timeout")}
-        return fn(*args, streams=streams, **kwargs)
-
-    decorated: Any = wrapper
-    for option in reversed(_STREAM_OPTIONS):
-        decorated = option(decorated)
-    return decorated
+#: Adds the live-source flags (RTSP transport, connect and stall timeouts) to a click command; it
+#: receives them as one ``streams`` dict keyed like the config file (None = not given).
+stream_options = option_group(
+    "streams", _STREAM_OPTIONS, {name: (name,) for name in ("rtsp_transport", "connect_timeout", "stall_timeout")}
+)
 
 
 def load_cli_config(

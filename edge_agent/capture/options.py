@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Any, Callable, Dict, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from edge_agent.options import option_group
 
 # flag parameter name -> field of CaptureConfig
 _FIELDS = {
@@ -57,16 +55,6 @@ _OPTIONS = [
 ]
 
 
-def capture_options(fn: F) -> F:
-    """Add the ``--capture-*`` flags to a click command; it receives them as one ``capture`` dict
-    keyed like the ``[capture]`` section (None = not given)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        capture: Dict[str, Any] = {field: kwargs.pop(param, None) for param, field in _FIELDS.items()}
-        return fn(*args, capture=capture, **kwargs)
-
-    decorated: Any = wrapper
-    for option in reversed(_OPTIONS):
-        decorated = option(decorated)
-    return decorated
+#: Adds the ``--capture-*`` flags to a click command; it receives them as one ``capture`` dict
+#: keyed like the ``[capture]`` section (None = not given).
+capture_options = option_group("capture", _OPTIONS, {param: (field,) for param, field in _FIELDS.items()})
