@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +21,7 @@ from helpers.subscriber import Subscriber
 
 from edge_agent.cli import main
 from edge_agent.config import load_config
+from edge_agent.inference.classifier import Inferred
 from edge_agent.inference.result import Classification
 from edge_agent.inference.scheduler import SourceScheduler
 from edge_agent.service import open_classifier, open_inputs
@@ -225,12 +226,15 @@ def test_sources_are_served_in_turn_so_a_long_one_cannot_starve_a_short_one():
         }
     )
     results: List[Classification] = []
+    classifier = open_classifier(config)
+    infer = classifier.infer
 
-    def slow_sink(result: Classification) -> None:  # inference is the bottleneck, as with many cameras
-        results.append(result)
+    def slow_infer(*args: Any) -> Inferred:  # inference is the bottleneck, as with many cameras
         time.sleep(0.02)
+        return infer(*args)
 
-    SourceScheduler(open_classifier(config), open_inputs(config), [slow_sink]).run()
+    classifier.infer = slow_infer  # type: ignore[method-assign,assignment]
+    SourceScheduler(classifier, open_inputs(config), [results.append]).run()
     order = [r.input for r in results]
     assert all(a != b for a, b in zip(order[1:19], order[2:19]))  # in turn while both have frames waiting
     assert order.count("many") == 20 and order.count("few") == 10

@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Iterator, List
 
 import numpy as np
 import pytest
 
 from edge_agent.errors import InputError
-from edge_agent.inference.classifier import build_classifier, model_info
+from edge_agent.inference.classifier import Inferred, build_classifier, model_info
 from edge_agent.inference.result import Classification
 from edge_agent.inference.scheduler import NamedSource, SourceScheduler
 from edge_agent.inference.sources import Frame, Source, open_source
@@ -91,6 +91,42 @@ def test_stop_event_ends_a_live_loop(classifier):
 def test_count_stops_after_n_results(classifier):
     stats = SourceScheduler(classifier, [NamedSource("input", FastCamera(1000))], [], count=7).run()
     assert stats.frames == 7
+
+
+def test_the_next_frame_is_inferred_while_a_result_is_in_the_sinks(classifier):
+    second_inferred = threading.Event()
+    inferred: List[int] = []
+    infer = classifier.infer
+
+    def counting_infer(*args: Any) -> Inferred:
+        done = infer(*args)
+        inferred.append(done.frame.index)
+        if len(inferred) == 2:
+            second_inferred.set()
+        return done
+
+    overlapped: List[bool] = []
+
+    def sink(result: Classification) -> None:
+        if result.frame == 0:  # with inference waiting for the sinks this would time out
+            overlapped.append(second_inferred.wait(10))
+
+    classifier.infer = counting_infer
+    try:
+        stats = SourceScheduler(classifier, [NamedSource("input", open_source(str(ROOT / "images")))], [sink]).run()
+    finally:
+        del classifier.infer
+    assert overlapped == [True] and stats.frames == 20
+
+
+def test_a_failing_sink_ends_the_run_with_its_error_and_stops_inference(classifier):
+    def sink(result: Classification) -> None:
+        if result.frame == 3:
+            raise RuntimeError("sink broke")
+
+    with pytest.raises(RuntimeError, match="sink broke"):
+        SourceScheduler(classifier, [NamedSource("input", FastCamera(10**6))], [sink]).run()
+    assert not [t for t in threading.enumerate() if t.name in ("inference", "reader-input")]
 
 
 def test_swap_changes_the_model_between_frames(classifier, tmp_path: Path):

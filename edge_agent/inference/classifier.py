@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 #: Opens the CPU twin of a runtime whose Edge TPU stopped working (``--device auto`` only).
 CpuFallback = Callable[[Runtime], Runtime]
 _POOL_MAX = 8  # free input buffers kept; more are in flight only while the frame queue is full
+
+
+class Inferred(NamedTuple):
+    """One frame's raw model output with what :meth:`Classifier.finish` needs to score it: the
+    runtime, labels and model identity it ran with (a model update may swap them meanwhile)."""
+
+    frame: Frame
+    raw: np.ndarray
+    runtime: Runtime
+    labels: Dict[int, str]
+    model: ModelInfo
+    preprocess_ms: float
+    inference_ms: float
 
 
 class Classifier:
@@ -121,6 +134,20 @@ class Classifier:
         preprocess_ms: float = 0.0,
     ) -> Classification:
         """Classify one frame; ``tensor`` is the output of :meth:`prepare` when done ahead."""
+        return self.finish(self.infer(frame, tensor, spec, preprocess_ms))
+
+    def infer(
+        self,
+        frame: Frame,
+        tensor: Optional[np.ndarray] = None,
+        spec: Optional[Tuple[Any, ...]] = None,
+        preprocess_ms: float = 0.0,
+    ) -> Inferred:
+        """The first half of :meth:`classify`: run the model on one frame, keep its raw output.
+
+        The frame loop runs this on its inference thread and :meth:`finish` on another, so the
+        next inference starts while this one's result is scored and published.
+        """
         with self._lock:
             runtime, labels, model = self.runtime, self.labels, self.model
             if tensor is None or spec != self.input_spec():
@@ -134,20 +161,25 @@ class Classifier:
                 runtime = self._leave_edgetpu(runtime, exc)
                 tensor, _ = self.prepare(frame.image)
                 raw = runtime.invoke(tensor)
-            t2 = time.perf_counter()
+            inference_ms = (time.perf_counter() - t1) * 1000
         self._recycle(runtime, tensor)
-        classes = top_k(dequantize(raw, runtime.output_quant), self.k, self.threshold, labels)
-        inference_ms = (t2 - t1) * 1000
-        total_ms = preprocess_ms + inference_ms + (time.perf_counter() - t2) * 1000
+        return Inferred(frame, raw, runtime, labels, model, preprocess_ms, inference_ms)
+
+    def finish(self, done: Inferred) -> Classification:
+        """The second half of :meth:`classify`: the top classes of :meth:`infer`'s output, as a result."""
+        t0 = time.perf_counter()
+        runtime, frame = done.runtime, done.frame
+        classes = top_k(dequantize(done.raw, runtime.output_quant), self.k, self.threshold, done.labels)
+        total_ms = done.preprocess_ms + done.inference_ms + (time.perf_counter() - t0) * 1000
         return Classification(
             device=self.device_id,
-            model=model,
+            model=done.model,
             backend=runtime.backend,
             source=frame.source,
             frame=frame.index,
             captured_at=frame.captured_at,
-            preprocess_ms=preprocess_ms,
-            inference_ms=inference_ms,
+            preprocess_ms=done.preprocess_ms,
+            inference_ms=done.inference_ms,
             total_ms=total_ms,
             top_k=classes,
             frame_ref=frame,

@@ -3,9 +3,14 @@
 Each source has a reader thread that reads, crops and pre-processes its frames into a slot:
 a live source's slot holds only its newest frame (an unread one it replaces is counted as
 dropped), a file source's slot holds a few frames and makes the reader wait (files drop
-nothing). The caller's thread takes frames round-robin, one per source with a frame ready,
-so a fast camera cannot starve a slow one, classifies them and hands each result, named after
-its source (``result.input``), to the sinks.
+nothing). An ``inference`` thread takes frames round-robin, one per source with a frame
+ready, so a fast camera cannot starve a slow one, and runs the model on them; the caller's
+thread hands each result, named after its source (``result.input``), to the sinks.
+
+Three stages overlap: the readers decode and pre-process, the inference thread runs the
+model (the interpreter releases the GIL while it runs), and the caller's thread scores each
+raw output (top-k) and calls the sinks, so a frame's publishing never delays the next
+inference. Sinks are called on the caller's thread, in inference order.
 
 A source that fails (a stream that never opens with ``classify``'s settings, an unreadable
 file) ends on its own: with one source the error is raised on the caller's thread, with
@@ -30,6 +35,7 @@ from edge_agent.inference.streams import LiveStream
 log = logging.getLogger(__name__)
 
 FILE_QUEUE = 4  # frames a file source's reader may read ahead
+RESULT_QUEUE = 4  # inferred frames waiting to be scored and handed to the sinks
 
 
 @dataclass
@@ -122,6 +128,9 @@ class SourceScheduler:
         self._cond = threading.Condition()
         self._done = threading.Event()
         self._next = 0
+        self._out = threading.Condition()  # guards _inferred and _inference_ended
+        self._inferred: Deque[Tuple[Optional[SourceSlot], Any]] = collections.deque()
+        self._inference_ended = False
 
     @property
     def dropped(self) -> int:
@@ -205,48 +214,87 @@ class SourceScheduler:
         """Run until every source ends, ``count`` results, or ``stop``; return the stats.
 
         Raises the source's InputError when there is one source and it fails; with several,
-        the failed ones are named in ``stats.failed``."""
+        the failed ones are named in ``stats.failed``. Frames already inferred when ``stop`` is
+        set are still scored and handed to the sinks."""
         readers = [
             threading.Thread(target=self._read, args=(slot,), name=f"reader-{slot.name}", daemon=True)
             for slot in self.slots
         ]
         for reader in readers:
             reader.start()
+        inference = threading.Thread(target=self._infer, name="inference", daemon=True)
+        inference.start()
         try:
-            while not self.stop.is_set() and (self.count is None or self.stats.frames < self.count):
-                with self._cond:
-                    slot, item = self._take()
-                    if slot is None:
-                        if self._finished():
-                            break
-                        self._cond.wait(0.2)
-                        continue
+            while self.count is None or self.stats.frames < self.count:
+                with self._out:
+                    while not self._inferred and not self._inference_ended:
+                        self._out.wait(0.2)
+                    if not self._inferred:
+                        break  # inference ended and everything it did was handed on
+                    slot, item = self._inferred.popleft()
+                    self._out.notify_all()
                 if isinstance(item, BaseException):
                     raise item
-                frame, tensor, spec, pre_ms = item
-                result = self.classifier.classify(frame, tensor, spec, pre_ms)
+                assert slot is not None  # only an exception comes without its slot
+                result = self.classifier.finish(item)
                 result.input = slot.name
                 slot.frames += 1
                 self.stats.frames += 1
                 for sink in self.sinks:
                     sink(result)
         finally:
-            self._end(readers)
+            self._end([inference, *readers])
         failed = [slot for slot in self.slots if slot.error]
         self.stats.failed = [slot.name for slot in failed]
         if len(self.slots) == 1 and failed:
             raise InputError(failed[0].error or f"input {failed[0].name} failed")
         return self.stats
 
-    def _end(self, readers: List[threading.Thread]) -> None:
+    def _infer(self) -> None:
+        """The inference thread: frames round-robin from the slots onto the model, each raw output
+        handed on to the caller's thread, which scores it and calls the sinks meanwhile."""
+        taken = 0
+        try:
+            while not self._halted() and (self.count is None or taken < self.count):
+                with self._cond:
+                    slot, item = self._take()
+                    if slot is None:
+                        if self._finished():
+                            return
+                        self._cond.wait(0.2)
+                        continue
+                if isinstance(item, BaseException):
+                    self._hand_on(slot, item)
+                    return
+                frame, tensor, spec, pre_ms = item
+                done = self.classifier.infer(frame, tensor, spec, pre_ms)
+                taken += 1
+                self._hand_on(slot, done)
+        except BaseException as exc:  # handed to the caller's thread, which re-raises it
+            self._hand_on(None, exc)
+        finally:
+            with self._out:
+                self._inference_ended = True
+                self._out.notify_all()
+
+    def _hand_on(self, slot: Optional[SourceSlot], item: Any) -> None:
+        with self._out:
+            while len(self._inferred) >= RESULT_QUEUE and not self._done.is_set():
+                self._out.wait(0.1)
+            self._inferred.append((slot, item))
+            self._out.notify_all()
+
+    def _end(self, threads: List[threading.Thread]) -> None:
         self._done.set()
         for slot in self.slots:
             if isinstance(slot.named.source, LiveStream):
                 slot.named.source.stop()
         with self._cond:
             self._cond.notify_all()
-        for reader in readers:
-            reader.join(timeout=10)
+        with self._out:
+            self._out.notify_all()
+        for thread in threads:
+            thread.join(timeout=10)
         self.stats.dropped = self.dropped
         self.stats.skipped = sum(slot.named.source.failures for slot in self.slots)
 
