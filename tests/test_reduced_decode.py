@@ -63,6 +63,19 @@ def test_an_mjpeg_video_is_decoded_at_the_reduced_size_the_hint_allows(digits_vi
     assert {f.shape for f in reduced_frames} == {(32, 32, 3)}
 
 
+def test_reduced_decoding_delivers_rgb_like_full_decoding(tmp_path: Path):
+    red, blue = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 230, 230
+    video = write_video(tmp_path / "colours.avi", [red, blue])
+    reduced = open_source(str(video))
+    reduced.size_hint = (32, 32)
+    full = [f.image.reshape(-1, 3).mean(axis=0) for f in open_source(str(video)).frames()]
+    small = [f.image.reshape(-1, 3).mean(axis=0) for f in reduced.frames()]
+    for whole, part, channel in zip(full, small, (0, 2)):
+        assert part.argmax() == whole.argmax() == channel  # red stays in channel 0, blue in channel 2
+        assert np.abs(part - whole).max() < 3
+
+
 def test_a_video_in_another_codec_is_decoded_in_full(tmp_path: Path):
     frames = [np.full((64, 64, 3), v, np.uint8) for v in (10, 200)]
     source = open_source(str(write_video(tmp_path / "clip.avi", frames, codec="XVID")))

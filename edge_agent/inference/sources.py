@@ -123,6 +123,9 @@ class VideoCapture(Source):
 
         self._cap = self._open()
         reduce_flag = self._reduced_decoding(cv2)
+        rgb_out = reduce_flag is not None and rgb_decoding(cv2)
+        if reduce_flag is not None and rgb_out:  # the decoder writes RGB itself: no conversion pass
+            reduce_flag = (reduce_flag & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB
         index = 0
         try:
             while True:
@@ -138,7 +141,7 @@ class VideoCapture(Source):
                         raise InputError(f"{self.name}: no frame could be decoded")
                     check_complete(self._cap, index, self.name)
                     return
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                rgb = bgr if rgb_out else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 yield Frame(image=rgb, source=self.name, index=index, captured_at=time.time())
                 index += 1
         finally:
@@ -161,6 +164,11 @@ class VideoCapture(Source):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def rgb_decoding(cv2: Any) -> bool:
+    """Whether this OpenCV's imdecode can write RGB itself (``IMREAD_COLOR_RGB``, OpenCV 4.11 and later)."""
+    return isinstance(getattr(cv2, "IMREAD_COLOR_RGB", None), int)
 
 
 def reduction_factor(frame: Tuple[int, int], target: Tuple[int, int]) -> int:
