@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from edge_agent.errors import ConfigError
-from edge_agent.publishing.outbox import Outbox
+from edge_agent.publishing.outbox import COMMIT_INTERVAL, Outbox
 
 
 def test_messages_come_out_in_the_order_they_were_added(tmp_path: Path) -> None:
@@ -90,3 +92,34 @@ def test_checkpoints_keep_the_log_small_while_writing_goes_on(tmp_path: Path) ->
         assert wal.stat().st_size < 2 * 1024 * 1024
         assert len(box) == 0
     assert not wal.exists() or wal.stat().st_size == 0, "closing empties the log"
+
+
+def test_messages_acknowledged_soon_after_they_are_staged_are_never_written(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        previous = None
+        for i in range(200):  # a steady stream: each message is acknowledged when the next is staged
+            staged = box.stage("t", str(i).encode())
+            if previous is not None:
+                box.discard([previous.seq])
+            previous = staged
+            time.sleep(0.001)
+        assert previous is not None
+        box.discard([previous.seq])
+        time.sleep(4 * COMMIT_INTERVAL)
+        assert len(box) == 0
+        assert box.written <= 10, "only a message whose acknowledgement a busy machine delays past the window"
+
+
+def test_an_unacknowledged_message_is_committed_within_the_window_without_waiting_for_others(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as box:
+        box.stage("t", b"kept")
+        deadline = time.monotonic() + 5
+        while box.written == 0 and time.monotonic() < deadline:
+            time.sleep(COMMIT_INTERVAL / 5)
+        reader = sqlite3.connect(str(path))
+        try:
+            assert reader.execute("SELECT payload FROM outbox").fetchall() == [(b"kept",)]
+        finally:
+            reader.close()
+        assert box.written == 1

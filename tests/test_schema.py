@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import time
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Dict
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from edge_agent.inference.result import SCHEMA, Class, Classification, ModelInfo
+from edge_agent.inference.result import SCHEMA, Class, Classification, ModelInfo, utc_iso_ms
 
 
 def load_schema() -> Dict[str, Any]:
@@ -81,3 +83,20 @@ def test_schema_requires_the_contract_fields(field: str) -> None:
     payload = result().to_payload()
     del payload[field]
     assert not Draft202012Validator(load_schema()).is_valid(payload)
+
+
+def test_capture_time_is_written_exactly_as_datetime_writes_it() -> None:
+    def by_datetime(timestamp: float) -> str:
+        captured = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+        return captured.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    rng = random.Random(7)
+    edges = [0.0, 1795400000.0, 1795400000.9995, 1795400000.9999995, 1795400000.99999949, 1795400000.0004999]
+    edges += [-0.5, -1.0000005, 253402300799.999]  # before the epoch; the last second of year 9999
+    samples = [rng.uniform(0, 4e9) for _ in range(20_000)]
+    samples += [
+        rng.randrange(4_000_000_000) + rng.randrange(10**6) / 1e6 + rng.choice([0, 5e-7, -5e-7]) for _ in range(20_000)
+    ]
+    for timestamp in edges + samples:
+        assert utc_iso_ms(timestamp) == by_datetime(timestamp), timestamp
+    assert result(captured_at=1795400000.68049).to_payload()["captured_at"] == "2026-11-23T02:13:20.680Z"

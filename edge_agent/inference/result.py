@@ -7,6 +7,8 @@ rename or remove them without bumping :data:`SCHEMA`.
 
 from __future__ import annotations
 
+import functools
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,6 +17,26 @@ from typing import Any, Dict, List, Optional
 from edge_agent.inference.sources import Frame
 
 SCHEMA = "edgetpu.classification/1"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a whole second since the epoch, in UTC (results share a second)."""
+    return datetime.fromtimestamp(second, tz=timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def utc_iso_ms(timestamp: float) -> str:
+    """``timestamp`` (seconds since the epoch) as ``YYYY-MM-DDTHH:MM:SS.mmmZ``: the same string as
+    ``datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")`` with
+    ``Z`` for ``+00:00`` (microseconds rounded half to even as datetime does, then truncated to
+    milliseconds), without building a datetime per call."""
+    frac, whole = math.modf(timestamp)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    return f"{_utc_second(int(whole))}.{micros // 1000:03d}Z"
 
 
 @dataclass(frozen=True)
@@ -65,16 +87,16 @@ class Classification:
 
     def to_payload(self) -> Dict[str, Any]:
         """The JSON-ready dict published on ``<prefix>/<device>/classification``."""
-        captured = datetime.fromtimestamp(self.captured_at, tz=timezone.utc)
+        model = self.model
         payload: Dict[str, Any] = {
             "schema": SCHEMA,
             "id": self.message_id,
             "device": self.device,
-            "model": {"name": self.model.name, "version": self.model.version, "digest": self.model.digest},
+            "model": {"name": model.name, "version": model.version, "digest": model.digest},
             "backend": self.backend,
             "source": self.source,
             "frame": self.frame,
-            "captured_at": captured.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "captured_at": utc_iso_ms(self.captured_at),
             "latency_ms": {
                 "preprocess": round(self.preprocess_ms, 3),
                 "inference": round(self.inference_ms, 3),

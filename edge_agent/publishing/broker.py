@@ -83,17 +83,19 @@ def make_paho_client(cfg: MqttConfig, addr: BrokerAddress, device_id: str, will_
     return client
 
 
-def pump(client: paho.Client, wake: socket.socket, timeout: float) -> MQTTErrorCode:
-    """One round of paho's external-loop I/O: wait up to ``timeout`` s for the broker's socket or the
-    ``wake`` socket (written to when another thread queued a packet), then read, write and run
-    paho's housekeeping. Returns paho's result code (``MQTT_ERR_NO_CONN`` without a socket)."""
+def pump(client: paho.Client, wake: socket.socket, timeout: float, listen: bool = True) -> MQTTErrorCode:
+    """One round of paho's external-loop I/O: wait up to ``timeout`` s for the ``wake`` socket
+    (written to when another thread queued a packet) or, when ``listen``, the broker's socket; then
+    read what the broker sent, write and run paho's housekeeping. Without ``listen`` the broker's
+    packets are read only after the wait, whatever ended it. Returns paho's result code
+    (``MQTT_ERR_NO_CONN`` without a socket)."""
     sock = client.socket()
     if sock is None:
         return MQTTErrorCode.MQTT_ERR_NO_CONN
     pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0  # already decrypted bytes
     try:
         readable, _, _ = select.select(
-            [sock, wake], [sock] if client.want_write() else [], [], 0 if pending else timeout
+            [sock, wake] if listen else [wake], [sock] if client.want_write() else [], [], 0 if pending else timeout
         )
     except (OSError, ValueError):  # the socket was closed under us
         return MQTTErrorCode.MQTT_ERR_CONN_LOST
@@ -102,7 +104,7 @@ def pump(client: paho.Client, wake: socket.socket, timeout: float) -> MQTTErrorC
             wake.recv(4096)
         except BlockingIOError:
             pass
-    if pending or sock in readable:
+    if pending or not listen or sock in readable:
         rc = client.loop_read()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return rc

@@ -47,10 +47,6 @@ from release_contract.topics import BrokerUrlError, Topics, parse_broker_url
 
 log = logging.getLogger(__name__)
 
-# s: after sending, the network thread looks again this soon; enqueue() does not wake it more often,
-# so a burst of results costs one wake-up per COALESCE rather than one per result.
-COALESCE = 0.002
-
 
 class MqttPublisher:
     """One connection to the broker for one device, fed from a durable outbox.
@@ -105,7 +101,6 @@ class MqttPublisher:
         self._closing = False
         self._starting = False
         self._sleeping = False  # the network thread waits on its sockets: enqueue() must wake it
-        self._last_kick = 0.0  # monotonic time enqueue() last woke the network thread
         self._net_ident = 0
         self._publishing_done = threading.Event()
         self._stop_publishing = threading.Event()
@@ -189,9 +184,9 @@ class MqttPublisher:
         if threading.get_ident() != self._net_ident:  # on that thread, _pump writes next anyway
             self._kick()
 
-    def _pump(self, timeout: float) -> MQTTErrorCode:
+    def _pump(self, timeout: float, listen: bool = True) -> MQTTErrorCode:
         """One round of network I/O, on the network thread."""
-        return pump(self._client, self._wake_pair[0], timeout)
+        return pump(self._client, self._wake_pair[0], timeout, listen)
 
     def _first_connect(self, timeout: float) -> Tuple[bool, bool]:
         """Connect and wait up to ``timeout`` s for CONNACK; return (connected, closed before CONNACK)."""
@@ -266,11 +261,9 @@ class MqttPublisher:
         """
         message = self.outbox.stage(topic, payload, self.config.qos if qos is None else qos)
         self._sender.add(message)
-        if self._sleeping:
-            now = time.monotonic()
-            if now - self._last_kick >= COALESCE:  # else the thread wakes within COALESCE anyway
-                self._last_kick = now
-                self._kick()
+        if self._sleeping:  # one wake-up per wait: later results find the thread awake
+            self._sleeping = False
+            self._kick()
         return message.seq
 
     def _kick(self) -> None:
@@ -312,22 +305,30 @@ class MqttPublisher:
                     continue
             stopping = self._stop_publishing.is_set()
             sending = self._connected.is_set() and not stopping
-            was_fresh = sending and self._sender.has_fresh
+            fresh = self._sender.fresh if sending else 0
             timeout = self._sender.step(sending=sending, stopping=stopping)
-            if was_fresh:  # results are flowing: look again soon (see COALESCE)
-                timeout = min(timeout, COALESCE)
             if stopping:
                 self._publishing_done.set()  # acknowledged rows are deleted: stop() may go on
-            self._sleeping = True
-            if self._sender.has_fresh and self._connected.is_set():  # enqueued before _sleeping was seen
-                timeout = 0.0
-            rc = self._pump(timeout)
-            self._sleeping = False
+            rc = self._client.loop_write() if self._client.want_write() else MQTTErrorCode.MQTT_ERR_SUCCESS
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                rc = self._wait(timeout, fresh)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 if self._closing:
                     return
                 need_connect = True
                 self._stop_network.wait(self._backoff.next())
+
+    def _wait(self, timeout: float, sent: int) -> MQTTErrorCode:
+        """Wait as the sender plans (see OutboxSender.plan_wait), then do the network I/O; unless
+        polling, enqueue() wakes us. ``sent``: how many fresh results the last step found."""
+        timeout, listen = self._sender.plan_wait(time.monotonic(), sent, timeout)
+        if not self._sender.polling:
+            self._sleeping = True
+            if self._sender.has_fresh and self._connected.is_set():  # enqueued before _sleeping was seen
+                timeout = 0.0
+        rc = self._pump(timeout, listen)
+        self._sleeping = False
+        return rc
 
     def _set_state(self, state: str, message: str) -> None:
         with self._lock:

@@ -5,13 +5,14 @@ deleted only when the broker acknowledges it (QoS 1/2) or the message has been h
 network (QoS 0). The queue is an SQLite database in WAL mode with ``synchronous=NORMAL``.
 
 Group commit: :meth:`Outbox.stage` and :meth:`Outbox.discard` only record the change in
-memory; a committer thread writes everything recorded in one transaction at most
-``commit_interval`` seconds (5 ms) after the first change of a group. A staged message
-therefore survives a crash or SIGKILL of the agent once that commit has returned, so a
-SIGKILL can lose at most the last ``commit_interval`` of results (a few at 30 frames/s);
-only a power cut can lose more (the last few commits). A message acknowledged before its
-group was committed is never written at all. :meth:`Outbox.put` and :meth:`Outbox.delete`
-commit at once.
+memory; when the oldest change still recorded is (nearly) ``commit_interval`` seconds (5 ms)
+old, a committer thread writes it in one transaction with the others but the messages staged
+in the last 2 ms, whose acknowledgement is likely on its way. A staged message therefore
+survives a crash or SIGKILL of the agent once that commit has returned, so a SIGKILL can lose
+at most the last ``commit_interval`` of results (a few at 30 frames/s); only a power cut can
+lose more (the last few commits). A message acknowledged within ``commit_interval`` of being
+staged is never written at all, however steadily results flow (:attr:`Outbox.written` counts
+the ones that were). :meth:`Outbox.put` and :meth:`Outbox.delete` commit at once.
 
 Policy when full: the queue holds at most ``max_messages`` rows. Past that the *oldest*
 rows are dropped and added to a persistent ``dropped`` counter (published in the stats
@@ -24,8 +25,7 @@ oldest past that), retries every second and logs again when the disk takes write
 One agent per outbox: the file is locked (``<outbox>.lock``) while open; a second opener
 gets a ConfigError.
 
-Thread safety: every method may be called from any thread; calls are serialised by a lock.
-"""
+Thread safety: every method may be called from any thread; calls are serialised by a lock."""
 
 from __future__ import annotations
 
@@ -34,16 +34,18 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 
 from edge_agent.errors import ConfigError
+from edge_agent.publishing.statelock import lock_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGES = 100_000
 COMMIT_INTERVAL = 0.005  # s: the most a staged change waits for its commit (the SIGKILL window)
+_COMMIT_SLACK = 0.0005  # s: a commit is made this much before the oldest change is due
+_KEEP_YOUNGER = 0.002  # s: it leaves messages staged less than this long ago to a later commit
 PENDING_MAX = 10_000  # messages held in memory while the disk refuses writes
 RETRY_INTERVAL = 1.0  # s between commits while the disk refuses writes
 CHECKPOINT_INTERVAL = 1.0  # s from a commit to the checkpoint that syncs it to disk
@@ -68,8 +70,7 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
 """
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One queued message; ``seq`` increases in the order messages were added."""
 
     seq: int
@@ -77,28 +78,6 @@ class Message:
     payload: bytes
     qos: int
     retain: bool
-
-
-def _lock_file(path: Path) -> Optional[int]:
-    """Take an exclusive lock on ``path`` (created); return its descriptor. Raises ConfigError when
-    another process holds it. Returns None where ``fcntl`` does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise ConfigError(
-            f"the outbox {path.with_suffix('')} is in use by another edge-agent (pid {holder}): "
-            "run one agent per state directory (--state-dir)"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
 
 
 class Outbox:
@@ -127,7 +106,7 @@ class Outbox:
         self._lock_fd: Optional[int] = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = _lock_file(self.path.with_name(self.path.name + ".lock"))
+            self._lock_fd = lock_file(self.path.with_name(self.path.name + ".lock"))
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -152,9 +131,13 @@ class Outbox:
                 f"cannot open the outbox {self.path}: {exc} (check the state directory and its permissions)"
             ) from exc
         self._next_seq = int(last or 0) + 1
-        self._pending: Dict[int, Message] = {}  # staged inserts, in seq order (dicts keep insertion order)
+        # staged inserts with the monotonic time they were staged, in seq order (dicts keep insertion order)
+        self._pending: Dict[int, Tuple[Message, float]] = {}
         self._deletes: Set[int] = set()  # staged deletes of committed rows
+        self._deletes_since = 0.0  # monotonic time the oldest staged delete was recorded
+        self._idle = True  # the committer waits for a first change: stage() and discard() must wake it
         self._dropped_unsaved = 0  # dropped while the disk refused writes, not yet in the counter
+        self.written = 0  # messages written to the database since it was opened
         self._failing: Optional[str] = None  # the disk's refusal while commits fail
         self._closed = False
         self._checkpointer: Optional[sqlite3.Connection] = None
@@ -175,15 +158,18 @@ class Outbox:
     # ---- writing ------------------------------------------------------------------------------
     def stage(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Message:
         """Append a message; it is committed within ``commit_interval`` s. Never touches the disk."""
+        now = time.monotonic()
         with self._lock:
-            msg = Message(self._next_seq, topic, payload, qos, retain)
-            self._next_seq += 1
-            first = not self._pending and not self._deletes
-            self._pending[msg.seq] = msg
-            if len(self._pending) > PENDING_MAX:  # only while the disk refuses writes
-                del self._pending[next(iter(self._pending))]
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            msg = Message(seq, topic, payload, qos, retain)
+            pending = self._pending
+            pending[seq] = (msg, now)
+            if len(pending) > PENDING_MAX:  # only while the disk refuses writes
+                del pending[next(iter(pending))]
                 self._dropped_unsaved += 1
-            if first:
+            if self._idle:
+                self._idle = False
                 self._wake.notify()
             return msg
 
@@ -199,12 +185,16 @@ class Outbox:
     def discard(self, seqs: Iterable[int]) -> None:
         """Record that these messages were acknowledged; deleted with the next commit."""
         with self._lock:
-            first = not self._pending and not self._deletes
+            pending, deletes = self._pending, self._deletes
+            had_deletes = bool(deletes)
             for seq in seqs:
-                if self._pending.pop(seq, None) is None and seq < self._next_seq:
-                    self._deletes.add(seq)
-            if first and self._deletes:
-                self._wake.notify()
+                if pending.pop(seq, None) is None and seq < self._next_seq:
+                    deletes.add(seq)
+            if deletes and not had_deletes:
+                self._deletes_since = time.monotonic()
+                if self._idle:
+                    self._idle = False
+                    self._wake.notify()
 
     def delete(self, seqs: Iterable[int]) -> int:
         """Delete the given messages now (acknowledged by the broker); return how many were present."""
@@ -214,25 +204,28 @@ class Outbox:
         self.discard(wanted)
         return staged + self.commit()
 
-    def commit(self) -> int:
-        """Write every staged change in one transaction; return how many committed rows it deleted.
+    def commit(self, staged_before: Optional[float] = None) -> int:
+        """Write every staged change in one transaction (of the staged messages only those staged
+        before the monotonic time ``staged_before``, when given); return how many committed rows it
+        deleted.
 
         Raises ``sqlite3.Error`` when the disk refuses (the changes stay staged for the next try).
         """
         with self._lock:
             if self._closed or not (self._pending or self._deletes or self._dropped_unsaved):
                 return 0
-            db = self._db
+            db, now, pending = self._db, time.time(), self._pending
+            writing = [m for m, t in pending.values() if staged_before is None or t < staged_before]
             try:
                 db.execute("BEGIN IMMEDIATE")
                 db.executemany(
                     "INSERT INTO outbox (seq, topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(m.seq, m.topic, m.payload, m.qos, int(m.retain), time.time()) for m in self._pending.values()],
+                    [(m.seq, m.topic, m.payload, m.qos, int(m.retain), now) for m in writing],
                 )
                 before = db.total_changes
                 db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in self._deletes])
                 removed = db.total_changes - before
-                rows = self._rows + len(self._pending) - removed
+                rows = self._rows + len(writing) - removed
                 dropped = self._dropped_unsaved
                 if rows > self.max_messages:
                     oldest = "SELECT seq FROM outbox ORDER BY seq LIMIT ?"
@@ -246,10 +239,14 @@ class Outbox:
                 if db.in_transaction:  # SQLite has already rolled back after SQLITE_FULL
                     db.execute("ROLLBACK")
                 raise
-            self._rows = rows
+            self._rows, self.written = rows, self.written + len(writing)
             self._dropped += dropped - self._dropped_unsaved
             self._dropped_unsaved = 0
-            self._pending.clear()
+            if len(writing) == len(pending):
+                pending.clear()
+            else:
+                for m in writing:
+                    del pending[m.seq]
             self._deletes.clear()
             self._commits_since_checkpoint += 1
             if self._commits_since_checkpoint >= _INLINE_CHECKPOINT_EVERY:  # nobody calls checkpoint()
@@ -257,26 +254,44 @@ class Outbox:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             return removed
 
+    def _due(self) -> Optional[float]:
+        """When the oldest staged change must be on disk (monotonic s), None with none; lock held."""
+        due = next(iter(self._pending.values()))[1] if self._pending else None
+        if self._deletes and (due is None or self._deletes_since < due):
+            due = self._deletes_since
+        return None if due is None else due + self.commit_interval
+
     def _run_committer(self) -> None:
-        """The group committer: wait for a first change, let the group gather, commit it; about
-        once a second after commits, checkpoint (the disk sync), here rather than on the network
-        thread, so sending never waits for the disk."""
+        """The group committer: sleep until the oldest staged change is due, then commit every
+        change staged by then (acknowledgements that came in meanwhile mean none may be left to
+        write); about once a second after commits, checkpoint (the disk sync), here rather than on
+        the network thread, so sending never waits for the disk."""
         checkpoint_at: Optional[float] = None  # when the commits since the last checkpoint are due
         while True:
             with self._lock:
-                while not self._closed and not (self._pending or self._deletes or self._dropped_unsaved):
-                    wait = None if checkpoint_at is None else max(0.0, checkpoint_at - time.monotonic())
-                    if not self._wake.wait(wait) and checkpoint_at is not None:
+                while not self._closed:
+                    due = self._due()
+                    if due is not None or self._dropped_unsaved:
+                        break
+                    if checkpoint_at is not None and time.monotonic() >= checkpoint_at:
                         break  # idle, with commits to sync
+                    self._idle = True  # from now on the first change wakes us
+                    self._wake.wait(None if checkpoint_at is None else max(0.0, checkpoint_at - time.monotonic()))
+                self._idle = False
                 if self._closed:
                     return
-            if checkpoint_at is not None and time.monotonic() >= checkpoint_at:
+            now = time.monotonic()
+            if checkpoint_at is not None and now >= checkpoint_at:
                 self.checkpoint()
                 checkpoint_at = None
                 continue
-            time.sleep(self.commit_interval if self._failing is None else RETRY_INTERVAL)
+            if self._failing is not None:
+                time.sleep(RETRY_INTERVAL)
+            elif due is not None and due > now + _COMMIT_SLACK:
+                time.sleep(due - now - _COMMIT_SLACK)
+                continue  # the oldest change may have been acknowledged meanwhile: look again
             try:
-                self.commit()
+                self.commit(None if self._failing else time.monotonic() - _KEEP_YOUNGER)
             except sqlite3.Error as exc:
                 if self._failing is None:
                     log.error(
@@ -307,7 +322,7 @@ class Outbox:
             ).fetchall()
             found = [Message(int(s), str(t), bytes(p), int(q), bool(r)) for s, t, p, q, r in rows]
             found = [m for m in found if m.seq not in self._deletes]
-            staged = [m for m in self._pending.values() if m.seq > after_seq]
+            staged = [m for m, _ in self._pending.values() if m.seq > after_seq]
         return sorted(found + staged, key=lambda m: m.seq)[:limit]
 
     @property

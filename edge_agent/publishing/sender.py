@@ -8,6 +8,7 @@ thread calls :meth:`OutboxSender.step` between two waits on the socket.
 from __future__ import annotations
 
 import collections
+import time
 from typing import Deque, Dict, List, Tuple
 
 import paho.mqtt.client as paho
@@ -17,6 +18,15 @@ from edge_agent.publishing.outbox import Message, Outbox
 
 IDLE_WAIT = 1.0  # s: the longest the network thread sleeps with nothing to do (the socket wakes it sooner)
 FRESH_MAX = 10_000  # messages handed over in memory; past this the sender reads the outbox
+# s: between polls, the network thread does not wake for acknowledgements until this long after
+# the oldest was sent; those that arrive sooner are read in the wake-up that sends the next result.
+# Short: under load a longer delay pushed many past the outbox's commit window (written to disk
+# and deleted again, which costs more than the wake-ups it saved).
+ACK_DELAY = 0.001
+# s: while messages come faster than one per COALESCE, the network thread polls for them every
+# COALESCE instead of being woken for each (a burst costs one wake-up per COALESCE); slower ones
+# each wake it at once.
+COALESCE = 0.002
 _SENT = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # QoS>0: paho keeps it either way
 
 
@@ -37,9 +47,13 @@ class OutboxSender:
         self._fresh_overflow = False
         self._backlog = True  # start by sending what an earlier run left in the outbox
         self._acked: Deque[Tuple[int, bool]] = collections.deque()  # (mid, refused)
-        self._inflight: Dict[int, int] = {}  # paho mid -> outbox seq
+        self._inflight: Dict[int, Tuple[int, float]] = {}  # paho mid -> (outbox seq, monotonic time sent)
         self._done: List[int] = []  # acknowledged seqs, deleted in batches
         self._last_seq = 0  # highest seq handed to paho
+        self._oldest_sent = 0.0  # monotonic time the oldest message awaiting acknowledgement was sent
+        self._fresh_at = 0.0  # monotonic time a step last found fresh messages
+        self._step_at = 0.0  # monotonic time the last step began (about when the thread woke)
+        self.polling = False  # the network thread polls every COALESCE rather than waiting to be woken
 
     def add(self, message: Message) -> None:
         """Take a message just committed to the outbox, so it need not be read back."""
@@ -53,6 +67,35 @@ class OutboxSender:
         """Whether messages added with :meth:`add` wait to be sent."""
         return bool(self._fresh)
 
+    @property
+    def fresh(self) -> int:
+        """How many messages added with :meth:`add` wait to be sent."""
+        return len(self._fresh)
+
+    def plan_wait(self, now: float, sent: int, timeout: float) -> Tuple[float, bool]:
+        """How the network thread waits after a step that found ``sent`` fresh messages and
+        returned ``timeout``: (the longest wait in s, whether the broker's packets end it).
+
+        Polling (:attr:`polling`) starts when two steps less than COALESCE apart find fresh
+        messages and goes on while each poll finds more than one (with fewer, a wake-up per message
+        costs no more, and sends sooner). With fewer than half the window awaiting acknowledgement,
+        their PUBACKs are read in the next wake-up, the thread waking for them only ``ACK_DELAY``
+        (polling: COALESCE) after the oldest was sent; incoming messages wait as long. (A broker
+        with Nagle's algorithm on, Mosquitto's default, holds all but the first PUBACK of a burst
+        until our next packet carries the TCP acknowledgement: a poll's PUBACKs mostly come just
+        after the next poll sent its results.)"""
+        start = self._step_at
+        self.polling = sent > 1 if self.polling else sent > 0 and start - self._fresh_at < COALESCE
+        if sent:
+            self._fresh_at = start
+        inflight = len(self._inflight)
+        due = self._oldest_sent + (COALESCE if self.polling else ACK_DELAY)
+        listen = not inflight or inflight * 2 >= self.window or now >= due
+        if not listen:
+            timeout = min(timeout, due - now)
+        # polls COALESCE apart from wake-up to wake-up, however long each took
+        return (min(timeout, max(0.0, start + COALESCE - now)) if self.polling else timeout), listen
+
     def acknowledged(self, mid: int, refused: bool = False) -> None:
         """Record paho's ``on_publish`` for message ``mid``."""
         self._acked.append((mid, refused))
@@ -65,21 +108,24 @@ class OutboxSender:
         inflight, done = self._inflight, self._done
         while self._acked:
             mid, refused = self._acked.popleft()
-            seq = inflight.pop(mid, None)
-            if seq is not None:
-                done.append(seq)
+            sent = inflight.pop(mid, None)
+            if sent is not None:
+                done.append(sent[0])
                 self.refused += refused
         room = self.window - len(inflight)
+        now = self._step_at = time.monotonic()
         for msg in self._next_batch(room) if sending and room > 0 else []:
             info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
             if msg.qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 done.append(msg.seq)  # at most once: handed to the network
             elif msg.qos > 0 and info.rc in _SENT:
-                inflight[info.mid] = msg.seq  # paho resends it after a reconnect
+                inflight[info.mid] = (msg.seq, now)  # paho resends it after a reconnect
             else:
                 self._backlog = True  # not sent: read it (and what follows) from the outbox again
                 break
             self._last_seq = msg.seq
+        if inflight:  # the oldest in flight (dicts keep insertion order) sets when to read acknowledgements
+            self._oldest_sent = next(iter(inflight.values()))[1]
         if done:  # in memory: the outbox's group commit deletes them (or never writes them)
             self.flush()
         if sending and len(inflight) < self.window and (self._fresh or self._backlog or self._fresh_overflow):

@@ -43,7 +43,7 @@ def _json_encoder() -> Callable[[Dict[str, Any]], bytes]:
 
     def dumps(payload: Dict[str, Any]) -> bytes:
         try:
-            return bytes(orjson.dumps(payload))
+            return orjson.dumps(payload)
         except TypeError:  # a value orjson does not know (in ``extra``): the standard library decides
             return _stdlib_dumps(payload)
 
@@ -81,6 +81,7 @@ class MqttSink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.publisher = publisher
+        self._topic: Optional[str] = None  # the classification topic, looked up once
         self.mode, self.interval = ("change", 0.0) if only_on_change and policy[0] == "every" else policy
         self.clock = clock
         self._last_label: Optional[str] = None
@@ -102,8 +103,11 @@ class MqttSink:
         return True
 
     def __call__(self, result: Classification) -> None:
-        if self.wanted(result):
-            self.publisher.enqueue(self.publisher.topics.classification, encode_payload(result))
+        if self.mode == "every" or self.wanted(result):
+            topic = self._topic
+            if topic is None:
+                topic = self._topic = self.publisher.topics.classification
+            self.publisher.enqueue(topic, _dumps(result.to_payload()))
 
 
 class PublishingSession:
