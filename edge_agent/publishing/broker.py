@@ -83,26 +83,6 @@ def make_paho_client(cfg: MqttConfig, addr: BrokerAddress, device_id: str, will_
     return client
 
 
-_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-
-
-def quick_ack(sock: Any) -> None:
-    """Acknowledge the broker's TCP segments at once rather than after Linux's delayed-ACK wait.
-
-    A broker with Nagle's algorithm on (Mosquitto's default) holds each PUBACK until the previous
-    one's segment is acknowledged, so with delayed ACKs a result's PUBACK mostly arrived only
-    with our next PUBLISH: at 400 results/s on a busy CPU about 29% came after the outbox's 5 ms
-    commit was due, so those results were written and then deleted; with quick ACKs 7-10%.
-    Linux clears the flag again as it likes, so it is set after every read (one system call).
-    """
-    if _QUICKACK is None:
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-    except OSError:  # not a TCP socket (or closed meanwhile): nothing to speed up
-        pass
-
-
 def pump(client: paho.Client, wake: socket.socket, timeout: float, listen: bool = True) -> MQTTErrorCode:
     """One round of paho's external-loop I/O: wait up to ``timeout`` s for the ``wake`` socket
     (written to when another thread queued a packet) or, when ``listen``, the broker's socket; then
@@ -128,7 +108,6 @@ def pump(client: paho.Client, wake: socket.socket, timeout: float, listen: bool 
         rc = client.loop_read()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return rc
-        quick_ack(sock)
     if client.want_write():
         rc = client.loop_write()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
