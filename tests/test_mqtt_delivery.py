@@ -13,31 +13,14 @@ from typing import Callable, Iterator, List
 
 import pytest
 from helpers.mosquitto import Mosquitto
+from helpers.results import MODEL, make_result
 from helpers.subscriber import Subscriber, classification_ids
 
 from edge_agent.config import Config, MqttConfig
-from edge_agent.inference.result import Class, Classification, ModelInfo
 from edge_agent.publishing.broker import Backoff
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.session import MqttSink, PublishingSession
-
-MODEL = ModelInfo("digits", "1.0.0", "sha256:" + "ab" * 32)
-
-
-def make_result(frame: int, label: str = "seven", device: str = "cam1") -> Classification:
-    return Classification(
-        device=device,
-        model=MODEL,
-        backend="cpu",
-        source="images/7.png",
-        frame=frame,
-        captured_at=time.time(),
-        preprocess_ms=0.4,
-        inference_ms=1.2,
-        total_ms=1.9,
-        top_k=[Class(7, 0.93, label), Class(1, 0.05, "one")],
-    )
 
 
 @pytest.fixture

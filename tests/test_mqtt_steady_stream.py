@@ -15,31 +15,14 @@ from typing import Iterator, List
 
 import pytest
 from helpers.mosquitto import Mosquitto
+from helpers.results import make_result
 from helpers.subscriber import Subscriber, classification_ids
 
 from edge_agent.config import MqttConfig
-from edge_agent.inference.result import Class, Classification, ModelInfo
 from edge_agent.publishing.broker import Backoff
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.session import MqttSink
-
-MODEL = ModelInfo("digits", "1.0.0", "sha256:" + "ab" * 32)
-
-
-def result(frame: int) -> Classification:
-    return Classification(
-        device="cam1",
-        model=MODEL,
-        backend="cpu",
-        source="/dev/video0",
-        frame=frame,
-        captured_at=time.time(),
-        preprocess_ms=0.4,
-        inference_ms=2.5,
-        total_ms=3.1,
-        top_k=[Class(7, 0.93, "seven"), Class(1, 0.05, "one")],
-    )
 
 
 @pytest.fixture
@@ -60,7 +43,7 @@ def publish_paced(publisher: MqttPublisher, count: int, rate: float) -> List[str
         delay = start + frame / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        item = result(frame)
+        item = make_result(frame)
         sink(item)
         ids.append(item.message_id)
     return ids
@@ -101,7 +84,7 @@ def test_control_messages_are_handled_while_results_stream(mosquitto: Mosquitto,
             if frame % 20 == 10:
                 sent.append(time.monotonic())
                 sender.client.publish("edgetpu/cam1/rollout", json.dumps({"n": frame}), qos=1)
-            sink(result(frame))
+            sink(make_result(frame))
             time.sleep(0.005)
         deadline = time.monotonic() + 10
         while len(handled) < len(sent) and time.monotonic() < deadline:
