@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
+import threading
 import time
 from pathlib import Path
 from typing import List
+
+import pytest
 
 from edge_agent.inference.result import Class, Classification, ModelInfo
 from edge_agent.publishing.broker import Backoff
 from edge_agent.publishing.hass import discovery_messages
 from edge_agent.publishing.stats import Stats, percentile, read_edgetpu_temperatures
+from edge_agent.publishing.supervise import join_bounded
 from release_contract.topics import Topics
 
 
@@ -70,3 +75,18 @@ def test_discovery_ties_every_sensor_to_the_device_and_its_status() -> None:
     assert all(c["default_entity_id"] == "sensor." + c["unique_id"] for c in configs)
     assert not any("object_id" in c for c in configs)
     assert {c["state_topic"] for c in configs} == {"farm/trap.7/classification", "farm/trap.7/stats"}
+
+
+def test_a_worker_that_does_not_stop_is_left_behind_with_where_it_was(caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+
+    def stuck_in_here() -> None:
+        release.wait(30)
+
+    stuck = threading.Thread(target=stuck_in_here, daemon=True)
+    stuck.start()
+    with caplog.at_level(logging.WARNING):
+        assert join_bounded(stuck, 0.2, "the test worker") is False
+    assert "the test worker did not stop within 0 s" in caplog.text and "stuck_in_here" in caplog.text
+    release.set()
+    assert join_bounded(stuck, 5, "the test worker") is True

@@ -42,7 +42,7 @@ from edge_agent.publishing.broker import (
 )
 from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.sender import OutboxSender
-from edge_agent.publishing.supervise import Fatal, supervised
+from edge_agent.publishing.supervise import STOP_JOIN_TIMEOUT, Fatal, join_bounded, supervised
 from release_contract.topics import BrokerUrlError, Topics, parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -240,8 +240,8 @@ class MqttPublisher:
         self._client.disconnect()
         self._threads[0].join(timeout=5)
         self._stop_network.set()
-        self._threads[0].join()
-        self._sender.flush()  # the network thread has ended: its acknowledgements are ours now
+        if join_bounded(self._threads[0], STOP_JOIN_TIMEOUT, "the MQTT network thread"):
+            self._sender.flush()  # the network thread has ended: its acknowledgements are ours now
         self._close_sockets()
         left = len(self.outbox)
         if left:

@@ -22,7 +22,7 @@ from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.hass import discovery_messages
 from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.stats import Stats
-from edge_agent.publishing.supervise import Fatal, supervised
+from edge_agent.publishing.supervise import STOP_JOIN_TIMEOUT, Fatal, join_bounded, supervised
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class PublishingSession:
         """Stop stats, flush and publish ``offline`` (see MqttPublisher.stop), close the outbox."""
         self._stop.set()
         if self._stats_thread is not None:
-            self._stats_thread.join()
+            join_bounded(self._stats_thread, STOP_JOIN_TIMEOUT, "the MQTT stats thread")
         if self.publisher is not None:
             if self.config.mqtt.stats_interval > 0:
                 self.publish_stats()  # the final figures

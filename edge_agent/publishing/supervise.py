@@ -9,8 +9,10 @@ stops the agent with a non-zero exit.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+import traceback
 from typing import Callable, List, Optional
 
 from edge_agent.publishing.broker import Backoff
@@ -54,3 +56,23 @@ def supervised(
                 stop.wait(delays.next())
 
     return run
+
+
+STOP_JOIN_TIMEOUT = 10.0  # s a stopping worker thread gets after it was told to stop
+
+
+def join_bounded(thread: threading.Thread, timeout: float, what: str) -> bool:
+    """Join ``thread`` for at most ``timeout`` s; True when it ended. A thread still running is
+    logged once with where it is (its innermost frames), and left behind: the workers are daemon
+    threads, so stopping the agent never hangs on one (systemd would have to kill it)."""
+    thread.join(timeout)
+    if not thread.is_alive():
+        return True
+    frame = sys._current_frames().get(thread.ident or -1)
+    where = (
+        " <- ".join(reversed([f"{f.name} ({f.filename}:{f.lineno})" for f in traceback.extract_stack(frame)[-4:]]))
+        if frame
+        else "?"
+    )
+    log.warning("%s did not stop within %.0f s; stopping without it (it was at %s)", what, timeout, where)
+    return False
