@@ -123,9 +123,7 @@ class VideoCapture(Source):
 
         self._cap = self._open()
         reduce_flag = self._reduced_decoding(cv2)
-        rgb_out = reduce_flag is not None and rgb_decoding(cv2)
-        if reduce_flag is not None and rgb_out:  # the decoder writes RGB itself: no conversion pass
-            reduce_flag = (reduce_flag & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB
+        rgb_out = reduce_flag is not None and rgb_decoding(cv2)  # the decoder writes RGB: no conversion pass
         index = 0
         try:
             while True:
@@ -150,7 +148,8 @@ class VideoCapture(Source):
     def _reduced_decoding(self, cv2: Any) -> Optional[int]:
         """For an MJPEG video file, when ``size_hint`` allows it: switch the capture to raw packets
         and return the imdecode flag that decodes each JPEG at 1/2, 1/4 or 1/8 of its size in the
-        DCT domain (several times cheaper), never below ``size_hint``. None: decode as usual."""
+        DCT domain (several times cheaper), never below ``size_hint``, straight to RGB where OpenCV
+        can (:func:`rgb_decoding`). None: decode as usual."""
         if self.live or self.size_hint is None or not isinstance(self.target, (str, Path)):
             return None
         width, height = self._cap.get(cv2.CAP_PROP_FRAME_WIDTH), self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
@@ -158,7 +157,10 @@ class VideoCapture(Source):
         factor = reduction_factor((int(width), int(height)), self.size_hint)
         if codec not in ("MJPG", "JPEG") or factor == 1 or not self._cap.set(cv2.CAP_PROP_FORMAT, -1):
             return None
-        return {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+        flag: int = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[
+            factor
+        ]
+        return (flag & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB if rgb_decoding(cv2) else flag
 
     def close(self) -> None:
         if self._cap is not None:

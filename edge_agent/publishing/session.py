@@ -103,11 +103,11 @@ class MqttSink:
         return True
 
     def __call__(self, result: Classification) -> None:
-        if self.mode == "every" or self.wanted(result):
+        if self.wanted(result):
             topic = self._topic
             if topic is None:
                 topic = self._topic = self.publisher.topics.classification
-            self.publisher.enqueue(topic, _dumps(result.to_payload()))
+            self.publisher.enqueue(topic, encode_payload(result))
 
 
 class PublishingSession:
