@@ -1,17 +1,19 @@
 """Publishing a steady stream of results through a real Mosquitto: what each result costs.
 
-At moderate rates the network thread reads acknowledgements in the wake-up that sends the next
-result rather than in one of their own; these tests pin down what that must not cost: results
-acknowledged by a healthy broker are still never written to disk, everything arrives, and
-control messages that come in meanwhile are still handled.
+At moderate rates the thread that enqueues a result sends it itself when the connection is free,
+and acknowledgements are read in the I/O that sends the next result rather than in a wake-up of
+their own; these tests pin down what that must not cost: results acknowledged by a healthy broker
+are still never written to disk, everything arrives, in order, from any number of threads, and
+control messages that come in meanwhile are still handled, on the network thread.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 from helpers.mosquitto import Mosquitto
@@ -22,6 +24,7 @@ from edge_agent.config import MqttConfig
 from edge_agent.publishing.broker import Backoff
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.outbox import Outbox
+from edge_agent.publishing.sender import COALESCE
 from edge_agent.publishing.session import MqttSink
 
 
@@ -74,7 +77,13 @@ def test_a_steady_stream_arrives_whole_and_is_acknowledged_before_it_needs_writi
 
 def test_control_messages_are_handled_while_results_stream(mosquitto: Mosquitto, publisher: MqttPublisher) -> None:
     handled: List[float] = []
-    publisher.subscribe("edgetpu/cam1/rollout", lambda topic, payload: handled.append(time.monotonic()))
+    threads: List[str] = []
+
+    def handle(topic: str, payload: bytes) -> None:
+        handled.append(time.monotonic())
+        threads.append(threading.current_thread().name)
+
+    publisher.subscribe("edgetpu/cam1/rollout", handle)
     time.sleep(0.2)  # the subscription is made on the network thread
     sender = Subscriber(mosquitto.host, mosquitto.port, "unused/topic")
     try:
@@ -92,4 +101,63 @@ def test_control_messages_are_handled_while_results_stream(mosquitto: Mosquitto,
     finally:
         sender.close()
     assert len(handled) == len(sent) == 20
+    assert set(threads) == {"mqtt"}, "handlers run on the network thread, whichever thread read the message"
     assert sorted(h - s for h, s in zip(handled, sent))[len(sent) // 2] < 0.1, "handled within moments, typically"
+
+
+def test_a_result_is_sent_by_the_thread_that_enqueues_it_when_the_connection_is_free(
+    mosquitto: Mosquitto, publisher: MqttPublisher
+) -> None:
+    writers: List[str] = []
+    client: Any = publisher._client  # observed, not replaced: the real write still happens
+    real_write = client.loop_write
+
+    def observed_write() -> Any:
+        writers.append(threading.current_thread().name)
+        return real_write()
+
+    client.loop_write = observed_write
+    time.sleep(0.3)  # connected, the network thread asleep
+    sink = MqttSink(publisher)
+    for frame in range(5):  # slower than COALESCE: each result is sent on its own
+        writers.clear()
+        sink(make_result(frame))
+        if writers[:1] == [threading.current_thread().name]:
+            break
+        time.sleep(4 * COALESCE)  # the network thread held the connection that moment: again
+    assert writers[:1] == [threading.current_thread().name], "written by the enqueuing thread, no wake-up"
+    deadline = time.monotonic() + 10
+    while len(publisher.outbox) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(publisher.outbox) == 0, "acknowledged"
+
+
+def test_results_enqueued_by_several_threads_at_once_all_arrive_each_threads_in_order(
+    mosquitto: Mosquitto, publisher: MqttPublisher
+) -> None:
+    sub = Subscriber(mosquitto.host, mosquitto.port, "edgetpu/+/classification")
+    per_thread: Dict[str, List[str]] = {}
+
+    def stream(device: str) -> None:
+        sink, ids = MqttSink(publisher), per_thread.setdefault(device, [])
+        for frame in range(300):
+            item = make_result(frame, device=device)
+            sink(item)
+            ids.append(item.message_id)
+            if frame % 3 == 0:
+                time.sleep(COALESCE)  # a mix of results sent at once and results left to the network thread
+
+    workers = [threading.Thread(target=stream, args=(f"cam{i}",)) for i in range(4)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert sub.wait_until(lambda s: len(classification_ids(s)) >= 1200, timeout=60)
+        received = classification_ids(sub)
+    finally:
+        sub.close()
+    assert len(received) == len(set(received)) == 1200, "every result once"
+    for device, ids in per_thread.items():
+        mine = set(ids)
+        assert [i for i in received if i in mine] == ids, f"{device}'s results in the order enqueued"

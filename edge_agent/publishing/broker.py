@@ -9,6 +9,7 @@ import random
 import select
 import socket
 import ssl
+import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import paho.mqtt.client as paho
@@ -83,12 +84,14 @@ def make_paho_client(cfg: MqttConfig, addr: BrokerAddress, device_id: str, will_
     return client
 
 
-def pump(client: paho.Client, wake: socket.socket, timeout: float, listen: bool = True) -> MQTTErrorCode:
+def pump(
+    client: paho.Client, wake: socket.socket, timeout: float, io: threading.Lock, listen: bool = True
+) -> MQTTErrorCode:
     """One round of paho's external-loop I/O: wait up to ``timeout`` s for the ``wake`` socket
-    (written to when another thread queued a packet) or, when ``listen``, the broker's socket; then
-    read what the broker sent, write and run paho's housekeeping. Without ``listen`` the broker's
-    packets are read only after the wait, whatever ended it. Returns paho's result code
-    (``MQTT_ERR_NO_CONN`` without a socket)."""
+    (written to when another thread queued a packet) or, when ``listen``, the broker's socket; then,
+    holding ``io``, read what the broker sent, write and run paho's housekeeping. Without
+    ``listen`` the broker's packets are read only after the wait, whatever ended it. Returns paho's
+    result code (``MQTT_ERR_NO_CONN`` without a socket)."""
     sock = client.socket()
     if sock is None:
         return MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -104,15 +107,16 @@ def pump(client: paho.Client, wake: socket.socket, timeout: float, listen: bool 
             wake.recv(4096)
         except BlockingIOError:
             pass
-    if pending or not listen or sock in readable:
-        rc = client.loop_read()
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            return rc
-    if client.want_write():
-        rc = client.loop_write()
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            return rc
-    return client.loop_misc()
+    with io:
+        if pending or not listen or sock in readable:
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        if client.want_write():
+            rc = client.loop_write()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        return client.loop_misc()
 
 
 log = logging.getLogger(__name__)
@@ -222,3 +226,19 @@ class SessionWatch:
         if self.short_lived >= self.limit:
             self.backoff.cap = max(self.normal_cap, self.clash_cap)
         return self.short_lived == self.limit
+
+
+def warn_if_clashing(watch: SessionWatch, address: BrokerAddress, device: str, now: float) -> None:
+    """Tell :meth:`SessionWatch.lost` that the connection ended at ``now``; say so once when it
+    looks like another client uses this device's client id (the delays now grow to 5 minutes)."""
+    if watch.lost(now):
+        log.warning(
+            "broker %s:%s closed the connection %s times within %.0f s of accepting it: another client "
+            "probably uses the same client id (two agents with --device-id %s?); give each a unique "
+            "device id. Waiting up to 5 minutes between attempts",
+            address.host,
+            address.port,
+            watch.limit,
+            watch.short,
+            device,
+        )

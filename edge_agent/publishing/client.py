@@ -1,10 +1,11 @@
 """Publishing to an MQTT broker: every result delivered, through outages and crashes.
 
 Results go through the :class:`~edge_agent.publishing.outbox.Outbox` first (:meth:`MqttPublisher.enqueue`,
-never waiting for the network or the disk). One supervised network thread owns the connection
-and is the only one that writes to it: it sends the outbox's messages in order (at most
-``window`` awaiting acknowledgement), hands each acknowledged one back to the outbox,
-reconnects with exponential backoff (capped, with jitter) and logs one line per state change.
+never waiting for the network or the disk). One supervised network thread owns the connection:
+it sends the outbox's messages in order (at most ``window`` awaiting acknowledgement), hands
+each acknowledged one back to the outbox, reconnects with exponential backoff (capped, with
+jitter) and logs one line per state change. When the connection is free, the thread enqueuing a
+result sends it at once itself (:meth:`OutboxSender.send_now`): one lock serialises all I/O.
 Topics: :class:`release_contract.topics.Topics`.
 
 Errors: a bad URL raises ConfigError; a refused login or a TLS failure at start-up raises
@@ -13,13 +14,14 @@ PublishError; a broker that is unreachable or silent is not an error (results qu
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -39,6 +41,7 @@ from edge_agent.publishing.broker import (
     pump,
     refusal,
     tls_refusal,
+    warn_if_clashing,
 )
 from edge_agent.publishing.outbox import Outbox
 from edge_agent.publishing.sender import OutboxSender
@@ -54,7 +57,7 @@ class MqttPublisher:
     Build it, :meth:`start` it, :meth:`enqueue` messages from any thread (the frame loop's
     sink does this), :meth:`stop` it. Thread safety: every public method may be called
     from any thread. Handlers given to :meth:`subscribe` and connect hooks run on the
-    network thread and must return quickly.
+    network thread (also for messages that another thread read) and must return quickly.
 
     Args:
         config: the ``[mqtt]`` section (URL, credentials, TLS files, protocol, QoS).
@@ -106,20 +109,15 @@ class MqttPublisher:
         self._stop_publishing = threading.Event()
         self._stop_network = threading.Event()
         self._threads: List[threading.Thread] = []
-        self._client = self._make_client(device_id)
-        self._sender = OutboxSender(outbox, self._client, window)
+        self._incoming: Deque[paho.MQTTMessage] = collections.deque()  # read by send_now(), not yet handled
+        client = self._client = make_paho_client(config, self.address, device_id, self.topics.status, window)
+        client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
+        client.on_publish, client.on_message = self._on_publish, self._on_message
+        client.on_socket_register_write = self._request_write
+        self._sender = OutboxSender(outbox, client, window)
         self._wake_pair = socket.socketpair()  # wakes the network thread when paho has packets to send
         for sock in self._wake_pair:
             sock.setblocking(False)
-
-    def _make_client(self, device_id: str) -> paho.Client:
-        client = make_paho_client(self.config, self.address, device_id, self.topics.status, self._window)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        client.on_socket_register_write = self._request_write
-        return client
 
     def set_model(self, info: Dict[str, Any]) -> None:
         """Announce the active model (retained on ``<prefix>/<device>/model``), now and on every connect."""
@@ -180,13 +178,13 @@ class MqttPublisher:
             sock.close()
 
     def _request_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # paho queued a packet from any thread: wake the network thread, the only writer.
-        if threading.get_ident() != self._net_ident:  # on that thread, _pump writes next anyway
+        # paho queued a packet: wake the network thread to write it, unless the I/O's thread queued it
+        if threading.get_ident() not in (self._net_ident, self._sender.io_thread):
             self._kick()
 
     def _pump(self, timeout: float, listen: bool = True) -> MQTTErrorCode:
         """One round of network I/O, on the network thread."""
-        return pump(self._client, self._wake_pair[0], timeout, listen)
+        return pump(self._client, self._wake_pair[0], timeout, self._sender.io, listen)
 
     def _first_connect(self, timeout: float) -> Tuple[bool, bool]:
         """Connect and wait up to ``timeout`` s for CONNACK; return (connected, closed before CONNACK)."""
@@ -241,7 +239,8 @@ class MqttPublisher:
         self._threads[0].join(timeout=5)
         self._stop_network.set()
         if join_bounded(self._threads[0], STOP_JOIN_TIMEOUT, "the MQTT network thread"):
-            self._sender.flush()  # the network thread has ended: its acknowledgements are ours now
+            with self._sender.io:  # the network thread has ended: its acknowledgements are ours now
+                self._sender.flush()
         self._close_sockets()
         left = len(self.outbox)
         if left:
@@ -261,9 +260,13 @@ class MqttPublisher:
         """
         message = self.outbox.stage(topic, payload, self.config.qos if qos is None else qos)
         self._sender.add(message)
-        if self._sleeping:  # one wake-up per wait: later results find the thread awake
+        sending = self._connected.is_set() and not self._stop_publishing.is_set()
+        rc = self._sender.send_now() if sending else None  # sent on this thread when the connection is free
+        if rc is None and self._sleeping:  # one wake-up per wait: later results find the thread awake
             self._sleeping = False
             self._kick()
+        elif rc is not None and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._kick()  # more to write, or the connection is lost: the network thread sees to it
         return message.seq
 
     def _kick(self) -> None:
@@ -292,7 +295,8 @@ class MqttPublisher:
                     return
                 self._connack = None
                 try:
-                    self._client.connect(addr.host, addr.port, self.config.keepalive)
+                    with self._sender.io:
+                        self._client.connect(addr.host, addr.port, self.config.keepalive)
                     need_connect = False
                 except OSError as exc:  # includes ssl.SSLError and name resolution
                     close_abandoned_sockets(exc)
@@ -300,18 +304,22 @@ class MqttPublisher:
                         "disconnected",
                         f"cannot reach broker {addr.host}:{addr.port}: {describe_error(exc)}; retrying with backoff",
                     )
-                    self._sender.flush()  # deletes what was acknowledged before the outage
+                    with self._sender.io:
+                        self._sender.flush()  # deletes what was acknowledged before the outage
                     self._stop_network.wait(self._backoff.next())
                     continue
             stopping = self._stop_publishing.is_set()
             sending = self._connected.is_set() and not stopping
-            fresh = self._sender.fresh if sending else 0
-            timeout = self._sender.step(sending=sending, stopping=stopping)
-            if stopping:
-                self._publishing_done.set()  # acknowledged rows are deleted: stop() may go on
-            rc = self._client.loop_write() if self._client.want_write() else MQTTErrorCode.MQTT_ERR_SUCCESS
+            with self._sender.io:
+                fresh = self._sender.fresh if sending else 0
+                timeout = self._sender.step(sending=sending, stopping=stopping)
+                if stopping:
+                    self._publishing_done.set()  # acknowledged rows are deleted: stop() may go on
+                rc = self._client.loop_write() if self._client.want_write() else MQTTErrorCode.MQTT_ERR_SUCCESS
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 rc = self._wait(timeout, fresh)
+            while self._incoming:  # read by send_now() on another thread: handled here
+                self._on_message(self._client, None, self._incoming.popleft())
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 if self._closing:
                     return
@@ -368,17 +376,7 @@ class MqttPublisher:
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
         self._disconnect_reason = getattr(reason_code, "value", None)
-        if self._watch.lost(time.monotonic()):  # the delays now grow to 5 minutes
-            log.warning(
-                "broker %s:%s closed the connection %s times within %.0f s of accepting it: another client "
-                "probably uses the same client id (two agents with --device-id %s?); give each a unique "
-                "device id. Waiting up to 5 minutes between attempts",
-                self.address.host,
-                self.address.port,
-                self._watch.limit,
-                self._watch.short,
-                self.topics.device,
-            )
+        warn_if_clashing(self._watch, self.address, self.topics.device, time.monotonic())
         if not (self._closing or self._starting):
             self._set_state(
                 "disconnected",
@@ -390,9 +388,13 @@ class MqttPublisher:
         refused = bool(getattr(reason_code, "is_failure", False))
         if refused:
             log.warning("broker refused message %s: %s", mid, reason_code)
-        self._sender.acknowledged(mid, refused)  # on the network thread: the next step collects it
+        self._sender.acknowledged(mid, refused)  # the next step collects it
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if threading.get_ident() != self._net_ident:  # read by send_now(): handlers run on the network thread
+            self._incoming.append(message)
+            self._kick()
+            return
         with self._lock:
             subs = dict(self._subscriptions)
         dispatch(subs, message)
