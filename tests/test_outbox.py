@@ -123,3 +123,36 @@ def test_an_unacknowledged_message_is_committed_within_the_window_without_waitin
         finally:
             reader.close()
         assert box.written == 1
+
+
+def test_the_committer_runs_before_commit_first_and_what_it_acknowledges_is_not_written(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        calls = []
+        staged = box.stage("t", b"acked at the last moment")
+
+        def read_acknowledgements() -> None:  # as the publisher does: the PUBACK was in the socket
+            calls.append(time.monotonic())
+            box.discard([staged.seq])
+
+        box.before_commit = read_acknowledgements
+        deadline = time.monotonic() + 5
+        while not calls and time.monotonic() < deadline:
+            time.sleep(COMMIT_INTERVAL / 5)
+        time.sleep(4 * COMMIT_INTERVAL)
+        assert calls, "called when the message was due"
+        assert box.written == 0 and len(box) == 0
+
+
+def test_a_failing_before_commit_hook_never_stops_the_commit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+
+        def broken() -> None:
+            raise RuntimeError("bug in the hook")
+
+        box.before_commit = broken
+        box.stage("t", b"kept")
+        deadline = time.monotonic() + 5
+        while box.written == 0 and time.monotonic() < deadline:
+            time.sleep(COMMIT_INTERVAL / 5)
+        assert box.written == 1
+    assert "before_commit hook failed" in caplog.text

@@ -242,3 +242,20 @@ def warn_if_clashing(watch: SessionWatch, address: BrokerAddress, device: str, n
             watch.short,
             device,
         )
+
+
+def close_sockets(
+    client: paho.Client, wake_pair: Tuple[socket.socket, socket.socket], io: Optional[threading.Lock] = None
+) -> None:
+    """Close paho's socket (paho closes it only when garbage collected) and the wake-up pair, now;
+    with ``io``, once no other thread is using the socket (waiting at most a second for it)."""
+    locked = io is not None and io.acquire(timeout=1.0)
+    try:
+        reset = getattr(client, "_reset_sockets", None)
+        if reset is not None:
+            reset()
+        for sock in wake_pair:
+            sock.close()
+    finally:
+        if locked and io is not None:
+            io.release()

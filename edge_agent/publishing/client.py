@@ -35,6 +35,7 @@ from edge_agent.publishing.broker import (
     MessageHandler,
     SessionWatch,
     close_abandoned_sockets,
+    close_sockets,
     describe_error,
     dispatch,
     make_paho_client,
@@ -115,6 +116,7 @@ class MqttPublisher:
         client.on_publish, client.on_message = self._on_publish, self._on_message
         client.on_socket_register_write = self._request_write
         self._sender = OutboxSender(outbox, client, window)
+        outbox.before_commit = self._read_before_commit
         self._wake_pair = socket.socketpair()  # wakes the network thread when paho has packets to send
         for sock in self._wake_pair:
             sock.setblocking(False)
@@ -157,7 +159,7 @@ class MqttPublisher:
             if error is not None:
                 raise error
         except PublishError:
-            self._close_sockets()
+            close_sockets(self._client, self._wake_pair)
             raise
         finally:
             self._starting = False
@@ -168,14 +170,6 @@ class MqttPublisher:
         thread = threading.Thread(target=work, name="mqtt", daemon=True)
         thread.start()
         self._threads.append(thread)
-
-    def _close_sockets(self) -> None:
-        # paho closes its socket only when garbage collected: close it and the wake-up pair now.
-        reset = getattr(self._client, "_reset_sockets", None)
-        if reset is not None:
-            reset()
-        for sock in self._wake_pair:
-            sock.close()
 
     def _request_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # paho queued a packet: wake the network thread to write it, unless the I/O's thread queued it
@@ -235,13 +229,14 @@ class MqttPublisher:
             if not info.is_published():
                 log.warning("could not publish 'offline' before stopping; the broker will send the last will")
         self._closing = True
+        self.outbox.before_commit = None
         self._client.disconnect()
         self._threads[0].join(timeout=5)
         self._stop_network.set()
         if join_bounded(self._threads[0], STOP_JOIN_TIMEOUT, "the MQTT network thread"):
             with self._sender.io:  # the network thread has ended: its acknowledgements are ours now
                 self._sender.flush()
-        self._close_sockets()
+        close_sockets(self._client, self._wake_pair, self._sender.io)
         left = len(self.outbox)
         if left:
             log.warning("%s results are still in the outbox %s; the next run sends them", left, self.outbox.path)
@@ -268,6 +263,11 @@ class MqttPublisher:
         elif rc is not None and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._kick()  # more to write, or the connection is lost: the network thread sees to it
         return message.seq
+
+    def _read_before_commit(self) -> None:  # the outbox is about to write results: read PUBACKs first
+        rc = self._sender.read_now() if self._connected.is_set() and not self._closing else None
+        if rc is not None and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._kick()  # the connection is lost: the network thread reconnects
 
     def _kick(self) -> None:
         """Wake the network thread from its wait on the sockets."""

@@ -12,7 +12,8 @@ survives a crash or SIGKILL of the agent once that commit has returned, so a SIG
 at most the last ``commit_interval`` of results (a few at 30 frames/s); only a power cut can
 lose more (the last few commits). A message acknowledged within ``commit_interval`` of being
 staged is never written at all, however steadily results flow (:attr:`Outbox.written` counts
-the ones that were). :meth:`Outbox.put` and :meth:`Outbox.delete` commit at once.
+the ones that were; :attr:`Outbox.before_commit` lets the publisher read acknowledgements that
+have arrived just before a commit). :meth:`Outbox.put` and :meth:`Outbox.delete` commit at once.
 
 Policy when full: the queue holds at most ``max_messages`` rows. Past that the *oldest*
 rows are dropped and added to a persistent ``dropped`` counter (published in the stats
@@ -35,9 +36,10 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 
 from edge_agent.errors import ConfigError
+from edge_agent.publishing.outbox_db import open_database
 from edge_agent.publishing.statelock import lock_file
 
 log = logging.getLogger(__name__)
@@ -51,23 +53,6 @@ RETRY_INTERVAL = 1.0  # s between commits while the disk refuses writes
 CHECKPOINT_INTERVAL = 1.0  # s from a commit to the checkpoint that syncs it to disk
 _WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
 _INLINE_CHECKPOINT_EVERY = 20_000  # commits; bounds the log when checkpoint() is never called
-_COLUMNS = {"seq", "topic", "payload", "qos", "retain", "created"}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
-"""
 
 
 class Message(NamedTuple):
@@ -101,21 +86,16 @@ class Outbox:
         self.path = Path(path)
         self.max_messages = max_messages
         self.commit_interval = commit_interval
+        # called by the committer just before it writes results that are due: a publisher reads the
+        # acknowledgements that have arrived meanwhile (their rows then need no writing)
+        self.before_commit: Optional[Callable[[], None]] = None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._lock_fd: Optional[int] = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = lock_file(self.path.with_name(self.path.name + ".lock"))
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            # No checkpoints (and their fsyncs) on the writer's thread: see checkpoint().
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._db.executescript(_SCHEMA)
-            self._check_schema()
+            self._db = open_database(self.path)
             self._rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             last = self._db.execute(
                 "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM outbox UNION ALL "
@@ -146,14 +126,6 @@ class Outbox:
         self._committer.start()
         if self._rows:
             log.info("outbox %s holds %s unsent messages from an earlier run", self.path, self._rows)
-
-    def _check_schema(self) -> None:
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
-        if not _COLUMNS <= columns:
-            raise ConfigError(
-                f"{self.path} is not an edge-agent outbox (its outbox table has columns "
-                f"{', '.join(sorted(columns))}): move it away or use another --state-dir"
-            )
 
     # ---- writing ------------------------------------------------------------------------------
     def stage(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Message:
@@ -290,6 +262,12 @@ class Outbox:
             elif due is not None and due > now + _COMMIT_SLACK:
                 time.sleep(due - now - _COMMIT_SLACK)
                 continue  # the oldest change may have been acknowledged meanwhile: look again
+            hook = self.before_commit
+            if hook is not None and self._failing is None:
+                try:
+                    hook()
+                except Exception:  # the commit must happen whatever the hook does
+                    log.exception("the outbox's before_commit hook failed")
             try:
                 self.commit(None if self._failing else time.monotonic() - _KEEP_YOUNGER)
             except sqlite3.Error as exc:

@@ -91,6 +91,22 @@ class OutboxSender:
             self.io_thread = 0
             self.io.release()
 
+    def read_now(self) -> Optional[MQTTErrorCode]:
+        """Read what the broker sent and hand the acknowledged rows to the outbox, now, when no other
+        thread is using the client (else None). The outbox's committer calls it (through
+        :attr:`Outbox.before_commit`) before writing results that are due: on a busy machine their
+        PUBACKs are often in the socket already, the network thread not yet scheduled to read them."""
+        if not self.io.acquire(blocking=False):
+            return None
+        self.io_thread = threading.get_ident()
+        try:
+            rc = self._client.loop_read()
+            self.step(sending=False)
+            return rc
+        finally:
+            self.io_thread = 0
+            self.io.release()
+
     def add(self, message: Message) -> None:
         """Take a message just committed to the outbox, so it need not be read back."""
         if len(self._fresh) < FRESH_MAX:
