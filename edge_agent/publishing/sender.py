@@ -29,10 +29,10 @@ ACK_DELAY = 0.001
 # COALESCE instead of being woken for each (a burst costs one wake-up per COALESCE); slower ones
 # each wake it at once.
 COALESCE = 0.002
-# s: when the network thread plans a wait with messages in flight less than this long after
-# send_now() sent, it leaves the broker's packets to the next send_now() until then, then reads
-# them itself: soon enough for an acknowledgement to beat the outbox's 5 ms commit.
-DIRECT_ACK_WAIT = 0.003
+# s: for this long after send_now() sent, the network thread leaves the broker's packets to the
+# next send_now() and to the outbox's committer, which reads them just before a commit is due
+# (Outbox.before_commit), instead of waking for each PUBACK; then it listens again.
+DIRECT_QUIET = 0.2
 _SENT = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # QoS>0: paho keeps it either way
 
 
@@ -135,13 +135,15 @@ class OutboxSender:
         (polling: COALESCE) after the oldest was sent; incoming messages wait as long. (A broker
         with Nagle's algorithm on, Mosquitto's default, holds all but the first PUBACK of a burst
         until our next packet carries the TCP acknowledgement: a poll's PUBACKs mostly come just
-        after the next poll sent its results.)"""
+        after the next poll sent its results.) Unless polling, for DIRECT_QUIET after send_now()
+        sent the thread does not listen at all: the next send_now() reads the broker's packets, or
+        the outbox's committer just before a commit (:meth:`read_now`)."""
         start = self._step_at
         self.polling = sent > 1 if self.polling else sent > 0 and start - self._fresh_at < COALESCE
         if sent:
             self._fresh_at = start
-        quiet = self.direct_at + DIRECT_ACK_WAIT - now
-        if quiet > 0 and not self.polling and self._inflight:  # the next send_now() reads them
+        quiet = self.direct_at + DIRECT_QUIET - now
+        if quiet > 0 and not self.polling:  # the next send_now() or a commit reads them
             return min(timeout, quiet), False
         inflight = len(self._inflight)
         due = self._oldest_sent + (COALESCE if self.polling else ACK_DELAY)
