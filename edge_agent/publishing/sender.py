@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -73,36 +73,41 @@ class OutboxSender:
         it left the sending to the network thread: another thread holds :attr:`io`, the network
         thread is polling, or the last send_now() was less than COALESCE ago (messages that come
         that fast are cheaper sent in batches: the caller wakes the network thread as before)."""
-        if self.polling or time.monotonic() - self.direct_at < COALESCE or not self.io.acquire(blocking=False):
+        if self.polling or time.monotonic() - self.direct_at < COALESCE:
             return None
-        self.io_thread = threading.get_ident()
-        try:
-            client = self._client
-            rc = client.loop_read()  # non-blocking socket: reads what has arrived, if anything
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self.step(sending=True)
-                if client.want_write():
-                    rc = client.loop_write()
-            self.direct_at = time.monotonic()
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
-                return MQTTErrorCode.MQTT_ERR_AGAIN  # the socket took only part: the network thread goes on
-            return rc
-        finally:
-            self.io_thread = 0
-            self.io.release()
+        return self._with_io(self._send)
+
+    def _send(self) -> MQTTErrorCode:
+        client = self._client
+        rc = client.loop_read()  # non-blocking socket: reads what has arrived, if anything
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.step(sending=True)
+            if client.want_write():
+                rc = client.loop_write()
+        self.direct_at = time.monotonic()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
+            return MQTTErrorCode.MQTT_ERR_AGAIN  # the socket took only part: the network thread goes on
+        return rc
 
     def read_now(self) -> Optional[MQTTErrorCode]:
         """Read what the broker sent and hand the acknowledged rows to the outbox, now, when no other
         thread is using the client (else None). The outbox's committer calls it (through
         :attr:`Outbox.before_commit`) before writing results that are due: on a busy machine their
         PUBACKs are often in the socket already, the network thread not yet scheduled to read them."""
+        return self._with_io(self._read)
+
+    def _read(self) -> MQTTErrorCode:
+        rc = self._client.loop_read()
+        self.step(sending=False)
+        return rc
+
+    def _with_io(self, work: Callable[[], MQTTErrorCode]) -> Optional[MQTTErrorCode]:
+        """``work()`` on this thread with :attr:`io` held, or None when another thread holds it."""
         if not self.io.acquire(blocking=False):
             return None
         self.io_thread = threading.get_ident()
         try:
-            rc = self._client.loop_read()
-            self.step(sending=False)
-            return rc
+            return work()
         finally:
             self.io_thread = 0
             self.io.release()
