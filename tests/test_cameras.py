@@ -5,6 +5,7 @@ connecting, sending garbage, refusing credentials, in a codec nothing decodes.""
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
@@ -84,29 +85,47 @@ def test_two_rtsp_streams_and_an_mjpeg_camera_are_classified_in_one_run(rtsp: Ca
 
 
 @needs_rtsp
-def test_classify_count_survives_an_rtsp_server_that_goes_away_and_comes_back(rtsp: Callable[..., RtspServer]):
+def test_classify_count_survives_an_rtsp_server_that_goes_away_and_comes_back(
+    rtsp: Callable[..., RtspServer], tmp_path: Path
+):
     server = rtsp(fps=15)
-    proc = subprocess.Popen(
-        [*AGENT, "-v", "classify", "-i", server.url, *FAST, "-n", "60", "-o", "jsonl"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    err_path = tmp_path / "stderr"
+    # One thread reads every stdout line through one buffered reader: readline() followed by
+    # communicate() would lose whatever readline() had buffered beyond the line it returned.
+    lines: queue.Queue[str] = queue.Queue()
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [*AGENT, "-v", "classify", "-i", server.url, *FAST, "-n", "60", "-o", "jsonl"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=ROOT,
+        )
+    stdout = proc.stdout
+    assert stdout is not None
+
+    def read_all() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
     try:
-        assert proc.stdout is not None
         for _ in range(10):  # results flow, then the camera reboots for 4 s
-            assert proc.stdout.readline().startswith("{")
+            assert lines.get(timeout=60).startswith("{")
         server.kill()
         time.sleep(4)
         server.start()
-        stdout, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait(timeout=30)
+        stdout.close()
+    stderr = err_path.read_text()
     assert proc.returncode == 0, stderr
-    assert len(jsonl(stdout)) == 50
+    assert len(jsonl("".join(lines.queue))) == 50
     assert "Traceback" not in stderr
     assert stderr.count("reconnecting") == 1  # logged once, not once per attempt
     assert "streaming again" in stderr
