@@ -10,9 +10,10 @@ Against a local Mosquitto started here (on a free loopback port), prints:
 
 Model: the bundled int8 digits model by default (tiny: this makes publishing's share of
 each frame as large as it gets); `--model` runs a bigger one.
-Every comparison runs as at least 5 interleaved pairs and reports the median and spread; the
-run ends with one line ``BENCH {json}``.
-Usage: .venv/bin/python bench/mqtt.py [--frames 3000] [--pairs 5] [--model M.tflite]
+Every comparison runs as at least 5 interleaved pairs (6 by default: half of them run the
+published round first) and reports the median and spread; the run ends with one line
+``BENCH {json}``.
+Usage: .venv/bin/python bench/mqtt.py [--frames 3000] [--pairs 6] [--model M.tflite]
 """
 
 from __future__ import annotations
@@ -203,22 +204,28 @@ def throughput(classifier: Classifier, video: Path, broker: Mosquitto, work: Pat
     broker_cpu = 0.0
     frames_pub = 0
     for r in range(pairs):
-        c0 = time.process_time()
-        out = run_loop(classifier, video, None)
-        cpu_plain = (time.process_time() - c0) / out["frames"]
-        plain.append(out["fps"])
-        session = session_for(broker, work / f"state{r}", f"dev{r}")
-        c0, b0 = time.process_time(), cpu_seconds(broker)
-        try:
-            out = run_loop(classifier, video, session)
-            published.append(out["fps"])
-        finally:
-            session.stop()
-        extra_ms.append(((time.process_time() - c0) / out["frames"] - cpu_plain) * 1000)
-        own_ms.append(out["publishing_cpu_ms"])
-        written.append(out["written"])
-        broker_cpu += cpu_seconds(broker) - b0
-        frames_pub += out["frames"]
+        # Every other pair runs the published round first: with one order always, a machine that
+        # slows (or speeds up) through a run would bias every ratio the same way.
+        for publish in (False, True) if r % 2 == 0 else (True, False):
+            if not publish:
+                c0 = time.process_time()
+                out = run_loop(classifier, video, None)
+                cpu_plain = (time.process_time() - c0) / out["frames"]
+                plain.append(out["fps"])
+                continue
+            session = session_for(broker, work / f"state{r}", f"dev{r}")
+            c0, b0 = time.process_time(), cpu_seconds(broker)
+            try:
+                out = run_loop(classifier, video, session)
+                published.append(out["fps"])
+            finally:
+                session.stop()
+            cpu_published = (time.process_time() - c0) / out["frames"]
+            own_ms.append(out["publishing_cpu_ms"])
+            written.append(out["written"])
+            broker_cpu += cpu_seconds(broker) - b0
+            frames_pub += out["frames"]
+        extra_ms.append((cpu_published - cpu_plain) * 1000)
         ratios.append(published[-1] / plain[-1])
     ratio = statistics.median(ratios)
     print(f"  frames/s without publishing    {statistics.median(plain):8.1f}")
@@ -318,7 +325,12 @@ def main() -> int:
         default=3000,
         help="video frames per throughput round (half as many for a large model: about 3 s a round)",
     )
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved with/without pairs (at least 5)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=6,
+        help="interleaved with/without pairs (at least 5; an even number balances the order)",
+    )
     parser.add_argument("--outage", type=int, default=10_000)
     parser.add_argument(
         "--model",
