@@ -24,7 +24,7 @@ from edge_agent.config import MqttConfig
 from edge_agent.publishing.broker import Backoff
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.outbox import Outbox
-from edge_agent.publishing.sender import COALESCE
+from edge_agent.publishing.sender import COALESCE, DIRECT_PER_COALESCE
 from edge_agent.publishing.session import MqttSink
 
 
@@ -105,11 +105,11 @@ def test_control_messages_are_handled_while_results_stream(mosquitto: Mosquitto,
     assert sorted(h - s for h, s in zip(handled, sent))[len(sent) // 2] < 0.1, "handled within moments, typically"
 
 
-def test_a_result_is_sent_by_the_thread_that_enqueues_it_when_the_connection_is_free(
-    mosquitto: Mosquitto, publisher: MqttPublisher
-) -> None:
+def observe_writers(publisher: MqttPublisher) -> List[str]:
+    """The names of the threads that call paho's loop_write from now on (observed, not replaced:
+    the real write still happens)."""
     writers: List[str] = []
-    client: Any = publisher._client  # observed, not replaced: the real write still happens
+    client: Any = publisher._client
     real_write = client.loop_write
 
     def observed_write() -> Any:
@@ -117,6 +117,20 @@ def test_a_result_is_sent_by_the_thread_that_enqueues_it_when_the_connection_is_
         return real_write()
 
     client.loop_write = observed_write
+    return writers
+
+
+def wait_acknowledged(publisher: MqttPublisher) -> None:
+    deadline = time.monotonic() + 10
+    while len(publisher.outbox) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(publisher.outbox) == 0, "acknowledged"
+
+
+def test_a_result_is_sent_by_the_thread_that_enqueues_it_when_the_connection_is_free(
+    mosquitto: Mosquitto, publisher: MqttPublisher
+) -> None:
+    writers = observe_writers(publisher)
     time.sleep(0.3)  # connected, the network thread asleep
     sink = MqttSink(publisher)
     for frame in range(5):  # slower than COALESCE: each result is sent on its own
@@ -126,10 +140,29 @@ def test_a_result_is_sent_by_the_thread_that_enqueues_it_when_the_connection_is_
             break
         time.sleep(4 * COALESCE)  # the network thread held the connection that moment: again
     assert writers[:1] == [threading.current_thread().name], "written by the enqueuing thread, no wake-up"
-    deadline = time.monotonic() + 10
-    while len(publisher.outbox) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(publisher.outbox) == 0, "acknowledged"
+    wait_acknowledged(publisher)
+
+
+def test_two_results_at_once_are_both_sent_by_the_enqueuing_thread_a_third_goes_to_the_network_thread(
+    mosquitto: Mosquitto, publisher: MqttPublisher
+) -> None:
+    writers = observe_writers(publisher)
+    me = threading.current_thread().name
+    time.sleep(0.3)
+    sink = MqttSink(publisher)
+    by_result: List[List[str]] = []
+    for attempt in range(20):  # until no other thread held the connection and the three took < COALESCE
+        time.sleep(4 * COALESCE)
+        by_result, t0 = [], time.monotonic()
+        for frame in range(3 * attempt, 3 * attempt + 3):
+            writers.clear()
+            sink(make_result(frame))
+            by_result.append(list(writers))
+        if time.monotonic() - t0 < COALESCE and by_result[0][:1] == by_result[1][:1] == [me]:
+            break
+    assert by_result[0][:1] == by_result[1][:1] == [me], "a pair (the frame loop's usual burst) is sent at once"
+    assert me not in by_result[2], f"the third of {DIRECT_PER_COALESCE + 1} within COALESCE waits for a batch"
+    wait_acknowledged(publisher)
 
 
 def test_results_enqueued_by_several_threads_at_once_all_arrive_each_threads_in_order(

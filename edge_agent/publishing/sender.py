@@ -27,8 +27,12 @@ FRESH_MAX = 10_000  # messages handed over in memory; past this the sender reads
 ACK_DELAY = 0.001
 # s: while messages come faster than one per COALESCE, the network thread polls for them every
 # COALESCE instead of being woken for each (a burst costs one wake-up per COALESCE); slower ones
-# each wake it at once.
+# each wake it at once. send_now() sends at most DIRECT_PER_COALESCE messages per COALESCE itself:
+# the frame loop often hands on two results at once (one sent directly costs less than waking
+# the network thread for it), while thousands a second are cheaper sent in the network thread's
+# batches.
 COALESCE = 0.002
+DIRECT_PER_COALESCE = 2
 # s: for this long after send_now() sent, the network thread leaves the broker's packets to the
 # next send_now() and to the outbox's committer, which reads them just before a commit is due
 # (Outbox.before_commit), instead of waking for each PUBACK; then it listens again.
@@ -64,6 +68,7 @@ class OutboxSender:
         self.io = threading.Lock()  # one thread at a time uses the client's socket and this sender
         self.io_thread = 0  # the thread in send_now() (paho's write requests from it need no wake-up)
         self.direct_at = 0.0  # monotonic time send_now() last sent
+        self._direct_times: Deque[float] = collections.deque([0.0] * DIRECT_PER_COALESCE, DIRECT_PER_COALESCE)
 
     def send_now(self) -> Optional[MQTTErrorCode]:
         """On the thread that has just added a message, when no other thread is using the client:
@@ -71,9 +76,10 @@ class OutboxSender:
         all now, sparing the network thread two or three wake-ups a result. Returns paho's result
         code (an error means the connection is lost: the network thread reconnects), or None when
         it left the sending to the network thread: another thread holds :attr:`io`, the network
-        thread is polling, or the last send_now() was less than COALESCE ago (messages that come
-        that fast are cheaper sent in batches: the caller wakes the network thread as before)."""
-        if self.polling or time.monotonic() - self.direct_at < COALESCE:
+        thread is polling, or send_now() sent DIRECT_PER_COALESCE times in the last COALESCE
+        (messages that come that fast are cheaper sent in batches: the caller wakes the network
+        thread as before)."""
+        if self.polling or time.monotonic() - self._direct_times[0] < COALESCE:
             return None
         return self._with_io(self._send)
 
@@ -85,6 +91,7 @@ class OutboxSender:
             if client.want_write():
                 rc = client.loop_write()
         self.direct_at = time.monotonic()
+        self._direct_times.append(self.direct_at)  # drops the oldest
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
             return MQTTErrorCode.MQTT_ERR_AGAIN  # the socket took only part: the network thread goes on
         return rc
