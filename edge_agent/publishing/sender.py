@@ -67,8 +67,13 @@ class OutboxSender:
         self.polling = False  # the network thread polls every COALESCE rather than waiting to be woken
         self.io = threading.Lock()  # one thread at a time uses the client's socket and this sender
         self.io_thread = 0  # the thread in send_now() (paho's write requests from it need no wake-up)
-        self.direct_at = 0.0  # monotonic time send_now() last sent
+        # monotonic times of send_now()'s last DIRECT_PER_COALESCE sends, oldest first
         self._direct_times: Deque[float] = collections.deque([0.0] * DIRECT_PER_COALESCE, DIRECT_PER_COALESCE)
+
+    @property
+    def direct_at(self) -> float:
+        """Monotonic time send_now() last sent (0.0 before the first)."""
+        return self._direct_times[-1]
 
     def send_now(self) -> Optional[MQTTErrorCode]:
         """On the thread that has just added a message, when no other thread is using the client:
@@ -90,8 +95,7 @@ class OutboxSender:
             self.step(sending=True)
             if client.want_write():
                 rc = client.loop_write()
-        self.direct_at = time.monotonic()
-        self._direct_times.append(self.direct_at)  # drops the oldest
+        self._direct_times.append(time.monotonic())  # drops the oldest
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
             return MQTTErrorCode.MQTT_ERR_AGAIN  # the socket took only part: the network thread goes on
         return rc
