@@ -65,11 +65,13 @@ def test_a_steady_stream_arrives_whole_and_is_acknowledged_before_it_needs_writi
     finally:
         sub.close()
     # A broker on the same machine acknowledges within a millisecond or two: at moderate rates only
-    # the odd result whose acknowledgement a busy machine delays past the commit window is written.
+    # results whose acknowledgement a busy machine delays past the commit window are written (none
+    # on an idle machine here; up to 27% with six CPU-bound processes sharing its two cores). Were
+    # acknowledgements not read before the commit is due, every result would be written.
     # (Faster results are picked up by polls COALESCE apart and their acknowledgements at the next
     # poll, close to the window: some are written, which costs less than a wake-up per poll.)
     if rate <= 300:
-        assert publisher.outbox.written <= count // 20
+        assert publisher.outbox.written < count // 2, "most results are acknowledged before they need writing"
 
 
 def test_control_messages_are_handled_while_results_stream(mosquitto: Mosquitto, publisher: MqttPublisher) -> None:
