@@ -203,28 +203,40 @@ def throughput(classifier: Classifier, video: Path, broker: Mosquitto, work: Pat
     written: List[float] = []
     broker_cpu = 0.0
     frames_pub = 0
+
+    def plain_round() -> float:
+        """One round without publishing; returns the process's CPU seconds per frame."""
+        c0 = time.process_time()
+        out = run_loop(classifier, video, None)
+        plain.append(out["fps"])
+        return (time.process_time() - c0) / out["frames"]
+
+    def published_round(r: int) -> float:
+        """One round publishing to a fresh session; returns the process's CPU seconds per frame."""
+        nonlocal broker_cpu, frames_pub
+        session = session_for(broker, work / f"state{r}", f"dev{r}")
+        c0, b0 = time.process_time(), cpu_seconds(broker)
+        try:
+            out = run_loop(classifier, video, session)
+        finally:
+            session.stop()
+        cpu = (time.process_time() - c0) / out["frames"]
+        published.append(out["fps"])
+        own_ms.append(out["publishing_cpu_ms"])
+        written.append(out["written"])
+        broker_cpu += cpu_seconds(broker) - b0
+        frames_pub += out["frames"]
+        return cpu
+
     for r in range(pairs):
         # Every other pair runs the published round first: with one order always, a machine that
         # slows (or speeds up) through a run would bias every ratio the same way.
-        for publish in (False, True) if r % 2 == 0 else (True, False):
-            if not publish:
-                c0 = time.process_time()
-                out = run_loop(classifier, video, None)
-                cpu_plain = (time.process_time() - c0) / out["frames"]
-                plain.append(out["fps"])
-                continue
-            session = session_for(broker, work / f"state{r}", f"dev{r}")
-            c0, b0 = time.process_time(), cpu_seconds(broker)
-            try:
-                out = run_loop(classifier, video, session)
-                published.append(out["fps"])
-            finally:
-                session.stop()
-            cpu_published = (time.process_time() - c0) / out["frames"]
-            own_ms.append(out["publishing_cpu_ms"])
-            written.append(out["written"])
-            broker_cpu += cpu_seconds(broker) - b0
-            frames_pub += out["frames"]
+        if r % 2 == 0:
+            cpu_plain = plain_round()
+            cpu_published = published_round(r)
+        else:
+            cpu_published = published_round(r)
+            cpu_plain = plain_round()
         extra_ms.append((cpu_published - cpu_plain) * 1000)
         ratios.append(published[-1] / plain[-1])
     ratio = statistics.median(ratios)
